@@ -1,0 +1,83 @@
+from rest_framework import serializers
+
+from transactions.models import Entry, Transaction
+from transactions.money import money_str
+
+
+class EntrySerializer(serializers.ModelSerializer):
+    """One leg as its wallet's owner sees it: a signed amount in that wallet's
+    currency and the balance right after it."""
+
+    transaction_id = serializers.UUIDField(source="transaction.id")
+    kind = serializers.CharField(source="transaction.kind")
+    description = serializers.CharField(source="transaction.description")
+    amount = serializers.SerializerMethodField()
+    balance_after = serializers.SerializerMethodField()
+    counterparty = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Entry
+        fields = [
+            "id",
+            "transaction_id",
+            "wallet_id",
+            "kind",
+            "amount",
+            "currency",
+            "balance_after",
+            "counterparty",
+            "description",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_amount(self, entry: Entry) -> str:
+        return money_str(entry.amount.amount, str(entry.currency))
+
+    def get_balance_after(self, entry: Entry) -> str | None:
+        if entry.balance_after is None:
+            return None
+        return money_str(entry.balance_after, str(entry.currency))
+
+    def get_counterparty(self, entry: Entry) -> str | None:
+        """The other user's wallet number, for transfers and exchanges."""
+        metadata = entry.transaction.metadata or {}
+        key = "to_wallet" if entry.amount.amount < 0 else "from_wallet"
+        return metadata.get(key)
+
+
+class TransactionEntrySerializer(serializers.ModelSerializer):
+    wallet_number = serializers.CharField(source="wallet.number")
+    amount = serializers.SerializerMethodField()
+    balance_after = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Entry
+        fields = ["id", "wallet_id", "wallet_number", "amount", "currency", "balance_after"]
+        read_only_fields = fields
+
+    def get_amount(self, entry: Entry) -> str:
+        return money_str(entry.amount.amount, str(entry.currency))
+
+    def get_balance_after(self, entry: Entry) -> str | None:
+        if entry.balance_after is None:
+            return None
+        return money_str(entry.balance_after, str(entry.currency))
+
+
+class TransactionSerializer(serializers.ModelSerializer):
+    entries = TransactionEntrySerializer(source="own_entries", many=True)
+
+    class Meta:
+        model = Transaction
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "description",
+            "metadata",
+            "created_at",
+            "posted_at",
+            "entries",
+        ]
+        read_only_fields = fields

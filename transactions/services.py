@@ -1,0 +1,339 @@
+"""The ledger: the ONLY code that moves money.
+
+Every balance change is one conditional UPDATE on the wallet row, in the same DB
+transaction as the entries that explain it:
+
+    UPDATE wallet SET balance = balance + :amount
+     WHERE id = :id AND balance + :amount BETWEEN 0 AND :max
+       AND (status = 'active' OR :amount > 0)
+
+There is no read-modify-write. When several user wallets move together they are
+updated in id order, so two transactions never wait on each other in a cycle.
+System wallets (external, fees, fx, provider) are never updated: their balance
+is the sum of their entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, TypeVar
+from uuid import UUID
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from djmoney.money import Money
+
+from accounts.models import User
+from transactions.models import Entry, IdempotencyKey, Transaction
+from transactions.money import minor_digits, quantum
+from wallet_project.errors import (
+    BalanceLimitExceeded,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidAmount,
+    UnsupportedCurrency,
+    WalletBlocked,
+    WalletNotFound,
+)
+from wallets.models import Wallet
+from wallets.selectors import system_wallet
+
+T = TypeVar("T")
+
+def amount_validate(amount: Decimal, currency: str) -> Decimal:
+    """A positive, finite amount with no more digits than the currency allows.
+
+    Never rounds: `1.001` KZT is an error, not 1.00.
+    """
+    if currency not in settings.WALLET_CURRENCIES:
+        raise UnsupportedCurrency()
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise InvalidAmount()
+    if amount <= 0:
+        raise InvalidAmount("The amount must be greater than zero.")
+    if amount > settings.MAX_OPERATION_AMOUNT:
+        raise InvalidAmount(
+            "The amount must not exceed %(max)s.", max=settings.MAX_OPERATION_AMOUNT
+        )
+    if amount.as_tuple().exponent < -minor_digits(currency):  # type: ignore[operator]
+        raise InvalidAmount(
+            "%(currency)s amounts have at most %(digits)s decimal places.",
+            currency=currency,
+            digits=minor_digits(currency),
+        )
+    return amount.quantize(quantum(currency))
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One side of a posting: a signed amount on a wallet, in its currency.
+
+    `allow_blocked` lets a debit take money from a blocked wallet: only the fee
+    service uses it, to charge and collect debt.
+    """
+
+    wallet: Wallet
+    amount: Decimal
+    allow_blocked: bool = False
+
+
+@dataclass
+class Posting:
+    transaction: Transaction
+    entries: list[Entry]
+    # Each user wallet's balance once everything in this DB transaction is done.
+    balances: dict[UUID, Decimal] = field(default_factory=dict)
+
+
+def _db_uuid(value: UUID) -> Any:
+    return Wallet._meta.pk.get_db_prep_value(value, connection)  # type: ignore[union-attr]
+
+
+_APPLY_SQL = """
+UPDATE wallets_wallet
+   SET balance = balance + %s, updated_at = %s
+ WHERE id = %s AND kind = 'user'
+   AND balance + %s >= 0 AND balance + %s <= %s
+   {status_clause}
+RETURNING balance, status
+"""
+
+
+def _apply(leg: Leg, now) -> tuple[Decimal, str]:
+    """Move one user wallet's balance, or raise why it cannot move."""
+    amount = leg.amount
+    status_clause = "" if amount > 0 or leg.allow_blocked else "AND status = 'active'"
+    wallet_id = _db_uuid(leg.wallet.id)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _APPLY_SQL.format(status_clause=status_clause),
+            [amount, now, wallet_id, amount, amount, settings.MAX_WALLET_BALANCE],
+        )
+        row = cursor.fetchone()
+        if row is not None:
+            return Decimal(str(row[0])).quantize(quantum(leg.wallet.currency)), row[1]
+        cursor.execute(
+            "SELECT balance, status FROM wallets_wallet WHERE id = %s AND kind = 'user'",
+            [wallet_id],
+        )
+        current = cursor.fetchone()
+    if current is None:
+        raise WalletNotFound()
+    balance, status = Decimal(str(current[0])), current[1]
+    if amount < 0 and status != Wallet.Status.ACTIVE and not leg.allow_blocked:
+        raise WalletBlocked()
+    if balance + amount < 0:
+        raise InsufficientFunds()
+    raise BalanceLimitExceeded()
+
+
+@transaction.atomic
+def ledger_post(
+    *,
+    kind: str,
+    legs: Sequence[Leg],
+    initiator: User | None = None,
+    description: str = "",
+    metadata: dict | None = None,
+) -> Posting:
+    """Post one balanced transaction: every leg or none.
+
+    Raises a domain error (and rolls back) when a wallet is missing, blocked for
+    a debit, short of funds or would pass its balance limit.
+    """
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for leg in legs:
+        if leg.amount == 0:
+            raise InvalidAmount()
+        totals[leg.wallet.currency] += leg.amount
+    if not legs or any(total != 0 for total in totals.values()):
+        raise ValueError(f"unbalanced posting: {dict(totals)}")
+
+    now = timezone.now()
+    txn = Transaction.objects.create(
+        kind=kind,
+        status=Transaction.Status.POSTED,
+        initiator=initiator,
+        description=description,
+        metadata=metadata or {},
+        created_at=now,
+        posted_at=now,
+    )
+    posting = Posting(transaction=txn, entries=[])
+    # Id order avoids deadlocks; credits before debits on the same wallet so a
+    # commission can come out of the money that just arrived.
+    order = sorted(
+        range(len(legs)), key=lambda i: (legs[i].wallet.id, -legs[i].amount)
+    )
+    balance_after: dict[int, Decimal | None] = {}
+    credited_blocked: list[Wallet] = []
+    for i in order:
+        leg = legs[i]
+        if leg.wallet.kind != Wallet.Kind.USER:
+            balance_after[i] = None
+            continue
+        new_balance, status = _apply(leg, now)
+        balance_after[i] = new_balance
+        posting.balances[leg.wallet.id] = new_balance
+        if leg.amount > 0 and status == Wallet.Status.BLOCKED:
+            credited_blocked.append(leg.wallet)
+    posting.entries = Entry.objects.bulk_create(
+        Entry(
+            transaction=txn,
+            wallet=leg.wallet,
+            amount=Money(leg.amount, leg.wallet.currency),
+            balance_after=balance_after[i],
+            created_at=now,
+        )
+        for i, leg in enumerate(legs)
+    )
+    for wallet in credited_blocked:
+        _on_credit_to_blocked(wallet, posting)
+    return posting
+
+
+def _on_credit_to_blocked(wallet: Wallet, posting: Posting) -> None:
+    """A credit to a blocked wallet collects its fee debt (the fees app's rule)."""
+    try:
+        from fees.services import fee_debt_collect
+    except ImportError:  # the fees app has no debt collection yet
+        return
+    balance = fee_debt_collect(wallet=wallet)
+    if balance is not None:
+        posting.balances[wallet.id] = balance
+
+
+# --- Cash in / cash out (the classic wallet operation) ------------------------------------
+
+
+def wallet_deposit(
+    *, wallet: Wallet, amount: Decimal, initiator: User | None = None
+) -> Posting:
+    amount = amount_validate(amount, wallet.currency)
+    external = system_wallet(wallet.currency, Wallet.SystemCode.EXTERNAL)
+    return ledger_post(
+        kind=Transaction.Kind.DEPOSIT,
+        legs=[Leg(wallet, amount), Leg(external, -amount)],
+        initiator=initiator,
+    )
+
+
+def wallet_withdraw(
+    *, wallet: Wallet, amount: Decimal, initiator: User | None = None
+) -> Posting:
+    amount = amount_validate(amount, wallet.currency)
+    external = system_wallet(wallet.currency, Wallet.SystemCode.EXTERNAL)
+    return ledger_post(
+        kind=Transaction.Kind.WITHDRAWAL,
+        legs=[Leg(wallet, -amount), Leg(external, amount)],
+        initiator=initiator,
+    )
+
+
+# --- Idempotency ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdempotencyRequest:
+    """Who sent which key with which request (method, path and body hashed)."""
+
+    user_id: UUID
+    key: str
+    fingerprint: str
+
+    @staticmethod
+    def fingerprint_of(method: str, path: str, body: Any) -> str:
+        canonical = json.dumps(body, sort_keys=True, default=str, separators=(",", ":"))
+        return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IdempotentResponse:
+    status: int
+    body: Any
+    replayed: bool = False
+
+
+class _AlreadyDone(Exception):
+    """Another request with the same key committed first: roll ours back."""
+
+
+def _stored(request: IdempotencyRequest) -> IdempotentResponse | None:
+    record = (
+        IdempotencyKey.objects.filter(user_id=request.user_id, key=request.key)
+        .only("fingerprint", "response_status", "response_body")
+        .first()
+    )
+    if record is None:
+        return None
+    if record.fingerprint != request.fingerprint:
+        raise IdempotencyConflict()
+    return IdempotentResponse(record.response_status, record.response_body, replayed=True)
+
+
+def idempotency_execute(
+    *,
+    request: IdempotencyRequest | None,
+    action: Callable[[], T],
+    render: Callable[[T], Any],
+    status: int = 201,
+) -> IdempotentResponse:
+    """Run a money-moving `action` once per Idempotency-Key.
+
+    The key and the rendered response are stored in the same DB transaction as
+    the movement. A replay returns the stored response; the same key with another
+    request is a 422. Two identical requests in flight at once: the second one's
+    INSERT waits on the first's unique-index entry; when the first commits, the
+    second rolls its own work back and returns the first's response. A request
+    that fails leaves no key behind, so it may be retried.
+    """
+    if request is None:
+        with transaction.atomic(durable=True):
+            return IdempotentResponse(status, render(action()))
+    if (done := _stored(request)) is not None:
+        return done
+    try:
+        with transaction.atomic(durable=True):
+            body = render(action())
+            if not _claim(request, status, body):
+                raise _AlreadyDone
+            return IdempotentResponse(status, body)
+    except (_AlreadyDone, IntegrityError):
+        done = _stored(request)
+        if done is None:  # pragma: no cover - the winner's row is committed by now
+            raise
+        return done
+
+
+_CLAIM_SQL = """
+INSERT INTO transactions_idempotencykey
+       (user_id, key, fingerprint, response_status, response_body, created_at)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (user_id, key) DO NOTHING
+RETURNING id
+"""
+
+
+def _claim(request: IdempotencyRequest, status: int, body: Any) -> bool:
+    """Store the key with its response; False when another request holds it."""
+    user_id = _db_uuid(request.user_id)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL,
+            [
+                user_id,
+                request.key,
+                request.fingerprint,
+                status,
+                json.dumps(body, cls=DjangoJSONEncoder),
+                timezone.now(),
+            ],
+        )
+        return cursor.fetchone() is not None

@@ -1,0 +1,81 @@
+from django.conf import settings
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+
+from transactions.money import money_str, to_minor
+from wallet_project.api import AmountField
+from wallets.models import Wallet
+
+
+class WalletSerializer(serializers.ModelSerializer):
+    balance = serializers.SerializerMethodField()
+    balance_minor = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Wallet
+        fields = [
+            "id",
+            "number",
+            "name",
+            "currency",
+            "balance",
+            "balance_minor",
+            "status",
+            "blocked_reason",
+            "next_fee_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_balance(self, wallet: Wallet) -> str:
+        return money_str(wallet.balance.amount, wallet.currency)
+
+    def get_balance_minor(self, wallet: Wallet) -> int:
+        return to_minor(wallet.balance.amount, wallet.currency)
+
+
+class WalletCreateSerializer(serializers.Serializer):
+    currency = serializers.ChoiceField(choices=[])
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["currency"].choices = settings.WALLET_CURRENCIES
+
+
+class WalletUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, allow_blank=True)
+
+
+OPERATION_TYPES = ("DEPOSIT", "WITHDRAW")
+
+
+class OperationSerializer(serializers.Serializer):
+    """`operation_type` or its camelCase twin `operationType`, and an amount."""
+
+    operation_type = serializers.ChoiceField(choices=OPERATION_TYPES, required=False)
+    operationType = serializers.ChoiceField(choices=OPERATION_TYPES, required=False)
+    amount = AmountField()
+
+    def validate(self, attrs):
+        snake, camel = attrs.get("operation_type"), attrs.get("operationType")
+        if snake and camel and snake != camel:
+            raise serializers.ValidationError(
+                {"operation_type": [_("operation_type and operationType disagree.")]}
+            )
+        if not (snake or camel):
+            raise serializers.ValidationError(
+                {"operation_type": [_("This field is required.")]}
+            )
+        return {"operation_type": snake or camel, "amount": attrs["amount"]}
+
+
+class OperationResultSerializer(serializers.Serializer):
+    operation_id = serializers.UUIDField()
+    status = serializers.CharField()
+    operation_type = serializers.ChoiceField(choices=OPERATION_TYPES)
+    amount = serializers.CharField()
+    currency = serializers.CharField()
+    new_balance = serializers.CharField()
+

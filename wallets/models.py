@@ -1,0 +1,100 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+from djmoney.models.fields import MoneyField
+
+
+class Wallet(models.Model):
+    """A ledger account: a user's wallet or a system wallet (one per code and currency).
+
+    A user wallet's `balance` is a cached column that only the ledger service
+    changes, in the same DB transaction as its entries. A system wallet's balance
+    is derived from its entries and its column stays 0: no single row is touched
+    by every operation.
+    """
+
+    class Kind(models.TextChoices):
+        USER = "user", _("user")
+        SYSTEM = "system", _("system")
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("active")
+        BLOCKED = "blocked", _("blocked")
+
+    class SystemCode(models.TextChoices):
+        EXTERNAL = "external", _("external (cash in/out)")
+        FEES = "fees", _("fees")
+        FX = "fx", _("currency exchange")
+        PROVIDER = "provider", _("payment provider")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    number = models.CharField(_("number"), max_length=16, unique=True, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="wallets",
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.USER)
+    system_code = models.CharField(
+        max_length=16, choices=SystemCode.choices, blank=True, default=""
+    )
+    name = models.CharField(_("name"), max_length=100, blank=True)
+    balance = MoneyField(
+        _("balance"),
+        max_digits=20,
+        decimal_places=2,
+        default_currency=None,
+        currency_field_name="currency",
+        editable=False,
+    )
+    status = models.CharField(
+        max_length=8, choices=Status.choices, default=Status.ACTIVE, editable=False
+    )
+    blocked_reason = models.CharField(max_length=255, blank=True, editable=False)
+    next_fee_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "currency"],
+                condition=Q(kind="user"),
+                name="wallet_one_user_wallet_per_currency",
+            ),
+            models.UniqueConstraint(
+                fields=["system_code", "currency"],
+                condition=Q(kind="system"),
+                name="wallet_one_system_wallet_per_code",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="system") | Q(balance__gte=0),
+                name="wallet_user_balance_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=(Q(kind="user") & Q(owner__isnull=False) & Q(system_code=""))
+                | (Q(kind="system") & Q(owner__isnull=True) & ~Q(system_code="")),
+                name="wallet_kind_matches_owner",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_fee_at"],
+                condition=Q(kind="user"),
+                name="wallet_fee_due_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.kind == self.Kind.SYSTEM:
+            return f"{self.system_code} {self.currency}"
+        return f"{self.number} ({self.currency})"
+
+    @property
+    def is_blocked(self) -> bool:
+        return self.status == self.Status.BLOCKED

@@ -1,0 +1,90 @@
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from djmoney.money import Money
+
+from accounts.models import User
+from wallet_project.errors import UnsupportedCurrency, WalletExists
+from wallets.models import Wallet
+from wallets.numbers import generate_number
+
+_NUMBER_ATTEMPTS = 5
+
+
+def wallet_create(
+    *, owner: User, currency: str, name: str = "", now: datetime | None = None
+) -> Wallet:
+    """Open the owner's wallet in `currency` (one per currency); the first fee is
+    due one fee period after creation."""
+    if currency not in settings.WALLET_CURRENCIES:
+        raise UnsupportedCurrency()
+    now = now or timezone.now()
+    for attempt in range(_NUMBER_ATTEMPTS):
+        try:
+            with transaction.atomic():
+                return Wallet.objects.create(
+                    owner=owner,
+                    kind=Wallet.Kind.USER,
+                    currency=currency,
+                    balance=Money(0, currency),
+                    name=name,
+                    number=generate_number(),
+                    next_fee_at=now + settings.FEE_PERIOD,
+                )
+        except IntegrityError as exc:
+            if "wallet_one_user_wallet_per_currency" in str(exc) or (
+                Wallet.objects.filter(
+                    owner=owner, currency=currency, kind=Wallet.Kind.USER
+                ).exists()
+            ):
+                raise WalletExists() from None
+            if attempt == _NUMBER_ATTEMPTS - 1:  # a number collision every time
+                raise
+    raise AssertionError("unreachable")
+
+
+def wallet_update(*, wallet: Wallet, name: str) -> Wallet:
+    wallet.name = name
+    wallet.save(update_fields=["name", "updated_at"])
+    return wallet
+
+
+def wallet_block(*, wallet: Wallet, reason: str) -> Wallet:
+    Wallet.objects.filter(pk=wallet.pk).update(
+        status=Wallet.Status.BLOCKED, blocked_reason=reason, updated_at=timezone.now()
+    )
+    wallet.refresh_from_db()
+    return wallet
+
+
+def wallet_unblock(*, wallet: Wallet) -> Wallet:
+    Wallet.objects.filter(pk=wallet.pk).update(
+        status=Wallet.Status.ACTIVE, blocked_reason="", updated_at=timezone.now()
+    )
+    wallet.refresh_from_db()
+    return wallet
+
+
+def system_wallets_ensure(*, currencies: Iterable[str]) -> None:
+    """Create the missing system wallets (external, fees, fx, provider) per currency."""
+    for currency in currencies:
+        for code in Wallet.SystemCode.values:
+            if Wallet.objects.filter(
+                kind=Wallet.Kind.SYSTEM, system_code=code, currency=currency
+            ).exists():
+                continue
+            try:
+                with transaction.atomic():
+                    Wallet.objects.create(
+                        kind=Wallet.Kind.SYSTEM,
+                        system_code=code,
+                        currency=currency,
+                        balance=Money(0, currency),
+                        number=generate_number(),
+                        name=f"System: {code} {currency}",
+                    )
+            except IntegrityError:  # created concurrently
+                pass
