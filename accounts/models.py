@@ -23,7 +23,9 @@ class UserManager(BaseUserManager["User"]):
         extra.setdefault("is_superuser", False)
         return self._create_user(email, password, **extra)
 
-    def create_superuser(self, email: str, password: str | None = None, **extra) -> "User":
+    def create_superuser(
+        self, email: str, password: str | None = None, **extra
+    ) -> "User":
         extra.setdefault("is_staff", True)
         extra.setdefault("is_superuser", True)
         return self._create_user(email, password, **extra)
@@ -41,16 +43,23 @@ class User(AbstractBaseUser, PermissionsMixin):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     email = models.EmailField(_("email"), unique=True)
     phone_number = models.CharField(
-        _("phone number"), max_length=16, unique=True, null=True, blank=True,
+        _("phone number"),
+        max_length=16,
+        unique=True,
+        null=True,
+        blank=True,
         help_text=_("E.164, e.g. +77011234567."),
     )
     first_name = models.CharField(_("first name"), max_length=150, blank=True)
     last_name = models.CharField(_("last name"), max_length=150, blank=True)
-    profile_image = models.ImageField(_("profile image"), upload_to="profiles/", blank=True)
+    profile_image = models.ImageField(
+        _("profile image"), upload_to="profiles/", blank=True
+    )
     is_active = models.BooleanField(_("active"), default=True)
     is_staff = models.BooleanField(_("staff"), default=False)
     is_service = models.BooleanField(
-        _("service account"), default=False,
+        _("service account"),
+        default=False,
         help_text=_("A payment provider's account: may decide top-ups."),
     )
     date_joined = models.DateTimeField(_("date joined"), default=timezone.now)

@@ -35,7 +35,9 @@ class Transaction(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.POSTED)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.POSTED
+    )
     initiator = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.PROTECT,
@@ -67,7 +69,10 @@ class Entry(models.Model):
         "wallets.Wallet", on_delete=models.PROTECT, related_name="entries"
     )
     amount = MoneyField(
-        max_digits=20, decimal_places=2, default_currency=None, currency_field_name="currency"
+        max_digits=20,
+        decimal_places=2,
+        default_currency=None,
+        currency_field_name="currency",
     )
     balance_after = models.DecimalField(
         max_digits=20, decimal_places=2, null=True, blank=True
@@ -77,7 +82,9 @@ class Entry(models.Model):
     class Meta:
         verbose_name_plural = "entries"
         constraints = [
-            models.CheckConstraint(condition=~Q(amount=0), name="entry_amount_not_zero"),
+            models.CheckConstraint(
+                condition=~Q(amount=0), name="entry_amount_not_zero"
+            ),
         ]
         indexes = [
             # Keyset pagination of a wallet's history, newest first.
@@ -104,7 +111,9 @@ class IdempotencyKey(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_per_user"),
+            models.UniqueConstraint(
+                fields=["user", "key"], name="idempotency_key_per_user"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -47,6 +47,7 @@ from wallets.selectors import system_wallet
 
 T = TypeVar("T")
 
+
 def amount_validate(amount: Decimal, currency: str) -> Decimal:
     """A positive, finite amount with no more digits than the currency allows.
 
@@ -169,9 +170,7 @@ def ledger_post(
     posting = Posting(transaction=txn, entries=[])
     # Id order avoids deadlocks; credits before debits on the same wallet so a
     # commission can come out of the money that just arrived.
-    order = sorted(
-        range(len(legs)), key=lambda i: (legs[i].wallet.id, -legs[i].amount)
-    )
+    order = sorted(range(len(legs)), key=lambda i: (legs[i].wallet.id, -legs[i].amount))
     balance_after: dict[int, Decimal | None] = {}
     credited_blocked: list[Wallet] = []
     for i in order:
@@ -275,7 +274,9 @@ def _stored(request: IdempotencyRequest) -> IdempotentResponse | None:
         return None
     if record.fingerprint != request.fingerprint:
         raise IdempotencyConflict()
-    return IdempotentResponse(record.response_status, record.response_body, replayed=True)
+    return IdempotentResponse(
+        record.response_status, record.response_body, replayed=True
+    )
 
 
 def idempotency_execute(

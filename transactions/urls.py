@@ -1,6 +1,10 @@
 from django.urls import path
 
-from transactions.api.views import EntryListView, TransactionDetailView, WalletEntryListView
+from transactions.api.views import (
+    EntryListView,
+    TransactionDetailView,
+    WalletEntryListView,
+)
 
 urlpatterns = [
     path(

@@ -146,16 +146,21 @@ def _default_code(exc) -> str:
 
 # Django-level handlers (wired in urls.py): JSON for everything outside DRF views.
 def json_404(request, exception=None):
-    return JsonResponse({"detail": str(_("Not found.")), "code": "not_found"}, status=404)
+    return JsonResponse(
+        {"detail": str(_("Not found.")), "code": "not_found"}, status=404
+    )
 
 
 def json_400(request, exception=None):
-    return JsonResponse({"detail": str(_("Bad request.")), "code": "bad_request"}, status=400)
+    return JsonResponse(
+        {"detail": str(_("Bad request.")), "code": "bad_request"}, status=400
+    )
 
 
 def json_403(request, exception=None):
     return JsonResponse(
-        {"detail": str(_("Permission denied.")), "code": "permission_denied"}, status=403
+        {"detail": str(_("Permission denied.")), "code": "permission_denied"},
+        status=403,
     )
 
 

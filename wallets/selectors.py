@@ -11,7 +11,9 @@ _system_wallets: dict[tuple[str, str], Wallet] = {}
 
 
 def wallet_list_for_user(*, user: User) -> QuerySet[Wallet]:
-    return Wallet.objects.filter(owner=user, kind=Wallet.Kind.USER).order_by("created_at")
+    return Wallet.objects.filter(owner=user, kind=Wallet.Kind.USER).order_by(
+        "created_at"
+    )
 
 
 def wallet_get_for_user(*, user: User, wallet_id: UUID | str) -> Wallet:

@@ -17,7 +17,9 @@ class TokenObtainSerializer(serializers.Serializer):
 
     email = serializers.EmailField(required=False)
     phone_number = serializers.CharField(required=False, max_length=32)
-    password = serializers.CharField(write_only=True, trim_whitespace=False, max_length=4096)
+    password = serializers.CharField(
+        write_only=True, trim_whitespace=False, max_length=4096
+    )
     access = serializers.CharField(read_only=True)
     refresh = serializers.CharField(read_only=True)
 
@@ -40,7 +42,11 @@ class TokenObtainSerializer(serializers.Serializer):
                 code="invalid_credentials",
             )
         refresh = RefreshToken.for_user(user)
-        return {"refresh": str(refresh), "access": str(refresh.access_token), "user": user}
+        return {
+            "refresh": str(refresh),
+            "access": str(refresh.access_token),
+            "user": user,
+        }
 
 
 class UserSerializer(serializers.ModelSerializer):

@@ -17,6 +17,10 @@ class TokenObtainView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
+    def get_authenticate_header(self, request: Request) -> str:
+        # Wrong credentials are a 401 (with a challenge), not a 403.
+        return 'Bearer realm="api"'
+
     @extend_schema(
         summary="Log in: a JWT pair for email or phone number and password",
         request=TokenObtainSerializer,

@@ -9,6 +9,7 @@ class EntrySerializer(serializers.ModelSerializer):
     currency and the balance right after it."""
 
     transaction_id = serializers.UUIDField(source="transaction.id")
+    currency = serializers.CharField(read_only=True)
     kind = serializers.CharField(source="transaction.kind")
     description = serializers.CharField(source="transaction.description")
     amount = serializers.SerializerMethodField()
@@ -48,12 +49,20 @@ class EntrySerializer(serializers.ModelSerializer):
 
 class TransactionEntrySerializer(serializers.ModelSerializer):
     wallet_number = serializers.CharField(source="wallet.number")
+    currency = serializers.CharField(read_only=True)
     amount = serializers.SerializerMethodField()
     balance_after = serializers.SerializerMethodField()
 
     class Meta:
         model = Entry
-        fields = ["id", "wallet_id", "wallet_number", "amount", "currency", "balance_after"]
+        fields = [
+            "id",
+            "wallet_id",
+            "wallet_number",
+            "amount",
+            "currency",
+            "balance_after",
+        ]
         read_only_fields = fields
 
     def get_amount(self, entry: Entry) -> str:

@@ -8,6 +8,7 @@ from wallets.models import Wallet
 
 
 class WalletSerializer(serializers.ModelSerializer):
+    currency = serializers.CharField(read_only=True)
     balance = serializers.SerializerMethodField()
     balance_minor = serializers.SerializerMethodField()
 
@@ -78,4 +79,3 @@ class OperationResultSerializer(serializers.Serializer):
     amount = serializers.CharField()
     currency = serializers.CharField()
     new_balance = serializers.CharField()
-

@@ -26,14 +26,18 @@ NOT_FOUND = error_response("No such wallet among yours (`wallet_not_found`).")
 
 @extend_schema_view(
     list=extend_schema(summary="List your wallets"),
-    retrieve=extend_schema(summary="One of your wallets", responses={200: WalletSerializer, 404: NOT_FOUND}),
+    retrieve=extend_schema(
+        summary="One of your wallets", responses={200: WalletSerializer, 404: NOT_FOUND}
+    ),
     create=extend_schema(
         summary="Open a wallet in another currency",
         request=WalletCreateSerializer,
         responses={
             201: WalletSerializer,
             400: VALIDATION_ERROR,
-            409: error_response("You already have a wallet in this currency (`wallet_exists`)."),
+            409: error_response(
+                "You already have a wallet in this currency (`wallet_exists`)."
+            ),
         },
     ),
     partial_update=extend_schema(
@@ -94,7 +98,11 @@ class WalletOperationView(APIView):
         data.is_valid(raise_exception=True)
         operation_type = data.validated_data["operation_type"]
         amount = data.validated_data["amount"]
-        move = ledger.wallet_deposit if operation_type == "DEPOSIT" else ledger.wallet_withdraw
+        move = (
+            ledger.wallet_deposit
+            if operation_type == "DEPOSIT"
+            else ledger.wallet_withdraw
+        )
 
         def render(posting: ledger.Posting) -> dict:
             return {

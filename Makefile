@@ -1,0 +1,62 @@
+# Wallet: `make run` starts everything on the embedded default (SQLite + a
+# filesystem Celery broker); `make test` runs the whole suite on PostgreSQL + Redis.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# The test suite's services (override to point elsewhere).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/wallet
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+	SECRET_KEY=test-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz \
+	DEBUG=false ALLOWED_HOSTS=testserver,localhost,127.0.0.1 EMAIL_URL=consolemail://
+
+.PHONY: install run test lint format typecheck messages clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+run: install
+	@mkdir -p var
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
+	@echo
+	@echo "  Wallet is starting on http://$(HOST):$(PORT)"
+	@echo "    API docs (Swagger): http://$(HOST):$(PORT)/api/docs/"
+	@echo "    API docs (ReDoc):   http://$(HOST):$(PORT)/api/redoc/"
+	@echo "    OpenAPI schema:     http://$(HOST):$(PORT)/api/schema/"
+	@echo "    Admin:              http://$(HOST):$(PORT)/admin/"
+	@echo "  Create an operator account (in another terminal):"
+	@echo "    DEBUG=true $(BIN)/python manage.py createsuperuser"
+	@echo "  Emails (sign-up codes) are printed here, by the worker."
+	@echo
+	DEBUG=$${DEBUG:-true} HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho start -f Procfile
+
+test: install lint
+	@$(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: install
+	DEBUG=true $(BIN)/mypy accounts wallets transactions fees wallet_project
+
+# Regenerate and compile the translation catalogs (needs GNU gettext).
+messages: install
+	DEBUG=true $(BIN)/python manage.py makemessages -l ru --no-location
+	DEBUG=true $(BIN)/python manage.py compilemessages
+
+clean:
+	rm -rf var/celery var/db.sqlite3

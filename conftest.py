@@ -1,0 +1,122 @@
+"""Shared fixtures. The suite runs against a real PostgreSQL and Redis (see the
+Makefile's TEST_DATABASE_URL / TEST_REDIS_URL); it never falls back to SQLite."""
+
+from collections.abc import Callable
+from decimal import Decimal
+
+import psycopg
+import pytest
+import redis
+from django.conf import settings
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from accounts.models import User
+from accounts.tests.factories import UserFactory
+from transactions import services as ledger
+from wallets.models import Wallet
+from wallets.services import wallet_create
+
+
+def pytest_sessionstart(session):
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.exit(
+            "The test suite needs PostgreSQL: run `make test` or set "
+            "DATABASE_URL=postgres://USER@HOST:PORT/DB",
+            returncode=2,
+        )
+    try:
+        psycopg.connect(
+            host=db["HOST"] or None,
+            port=db["PORT"] or None,
+            user=db["USER"] or None,
+            password=db["PASSWORD"] or None,
+            dbname="postgres",
+            connect_timeout=3,
+        ).close()
+    except psycopg.Error:
+        pytest.exit(
+            f"PostgreSQL is unreachable at {db['HOST']}:{db['PORT']}: start it or point "
+            "the tests at one with `make test TEST_DATABASE_URL=postgres://USER@HOST:PORT/DB`",
+            returncode=2,
+        )
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3).ping()
+    except (redis.RedisError, ValueError):
+        pytest.exit(
+            f"Redis is unreachable at {settings.REDIS_URL or '(REDIS_URL unset)'}: start "
+            "it or run `make test TEST_REDIS_URL=redis://HOST:PORT/DB`",
+            returncode=2,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _forget_system_wallets():
+    """transaction=True tests truncate every table, system wallets included; the
+    per-process cache of them must not outlive that."""
+    from wallets import selectors
+
+    selectors._system_wallets.clear()
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    """Throttle counters and other cache entries never leak between tests."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def user(db) -> User:
+    return UserFactory()
+
+
+@pytest.fixture
+def other_user(db) -> User:
+    return UserFactory()
+
+
+def client_for(user: User) -> APIClient:
+    client = APIClient()
+    client.credentials(
+        HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(user).access_token}"
+    )
+    return client
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def client_of() -> Callable[[User], APIClient]:
+    return client_for
+
+
+@pytest.fixture
+def auth_api(user) -> APIClient:
+    return client_for(user)
+
+
+@pytest.fixture
+def make_wallet(db) -> Callable[..., Wallet]:
+    def make(
+        owner: User | None = None, currency: str = "KZT", balance: str = "0"
+    ) -> Wallet:
+        wallet = wallet_create(owner=owner or UserFactory(), currency=currency)
+        if Decimal(balance):
+            ledger.wallet_deposit(wallet=wallet, amount=Decimal(balance))
+            wallet.refresh_from_db()
+        return wallet
+
+    return make
+
+
+@pytest.fixture
+def wallet(user, make_wallet) -> Wallet:
+    return make_wallet(owner=user, currency="KZT", balance="1000.00")

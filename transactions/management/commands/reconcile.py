@@ -1,0 +1,49 @@
+import sys
+
+from django.core.management.base import BaseCommand
+
+from transactions.selectors import ledger_reconcile
+
+
+class Command(BaseCommand):
+    help = (
+        "Check the ledger: wallet balances equal the sum of their entries, every "
+        "transaction balances per currency, no negative user balance. "
+        "Exit code 0 when clean, 1 otherwise."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--batch-size", type=int, default=2000)
+        parser.add_argument("--quiet", action="store_true", help="No progress line.")
+
+    def handle(self, *args, batch_size: int, quiet: bool, **options):
+        def progress(checked: int) -> None:
+            if not quiet:
+                self.stderr.write(f"\rchecked {checked} wallets", ending="")
+                self.stderr.flush()
+
+        report = ledger_reconcile(batch_size=batch_size, progress=progress)
+        if not quiet:
+            self.stderr.write("")
+        problems = (
+            report.balance_mismatches
+            + report.negative_balances
+            + report.unbalanced_transactions
+        )
+        for problem in problems:
+            self.stdout.write(f"  {problem}")
+        if report.clean:
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Ledger clean: {report.wallets_checked} wallets, "
+                    "every transaction balanced."
+                )
+            )
+            return
+        summary = (
+            f"Ledger NOT clean: {len(report.balance_mismatches)} balance mismatches, "
+            f"{len(report.negative_balances)} negative balances, "
+            f"{len(report.unbalanced_transactions)} unbalanced transactions."
+        )
+        self.stdout.write(self.style.ERROR(summary))
+        sys.exit(1)
