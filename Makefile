@@ -37,7 +37,8 @@ run: install
 	@echo "    DEBUG=true $(BIN)/python manage.py createsuperuser"
 	@echo "  Emails (sign-up codes) are printed here, by the worker."
 	@echo
-	DEBUG=$${DEBUG:-true} HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho start -f Procfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" DEBUG=$${DEBUG:-true} HOST=$(HOST) PORT=$(PORT) \
+		honcho start -f Procfile
 
 test: install lint
 	@$(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from djmoney.money import Money
 
 from accounts.models import User
@@ -58,14 +59,14 @@ def amount_validate(amount: Decimal, currency: str) -> Decimal:
     if not isinstance(amount, Decimal) or not amount.is_finite():
         raise InvalidAmount()
     if amount <= 0:
-        raise InvalidAmount("The amount must be greater than zero.")
+        raise InvalidAmount(_("The amount must be greater than zero."))
     if amount > settings.MAX_OPERATION_AMOUNT:
         raise InvalidAmount(
-            "The amount must not exceed %(max)s.", max=settings.MAX_OPERATION_AMOUNT
+            _("The amount must not exceed %(max)s."), max=settings.MAX_OPERATION_AMOUNT
         )
     if amount.as_tuple().exponent < -minor_digits(currency):  # type: ignore[operator]
         raise InvalidAmount(
-            "%(currency)s amounts have at most %(digits)s decimal places.",
+            _("%(currency)s amounts have at most %(digits)s decimal places."),
             currency=currency,
             digits=minor_digits(currency),
         )
