@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("accounts.urls")),
     path("", include("wallets.urls")),
     path("", include("transactions.urls")),
+    path("", include("fees.urls")),
 ]
 
 urlpatterns = [
