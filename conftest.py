@@ -120,3 +120,28 @@ def make_wallet(db) -> Callable[..., Wallet]:
 @pytest.fixture
 def wallet(user, make_wallet) -> Wallet:
     return make_wallet(owner=user, currency="KZT", balance="1000.00")
+
+
+# Rates the `rates` fixture stores (1 base = rate quote), fresh as of now.
+TEST_RATES = {
+    ("USD", "KZT"): Decimal("500"),
+    ("KZT", "USD"): Decimal("0.002"),
+    ("EUR", "KZT"): Decimal("550"),
+    ("KZT", "EUR"): Decimal("0.0018181818"),
+    ("USD", "EUR"): Decimal("0.9"),
+    ("EUR", "USD"): Decimal("1.1111111111"),
+}
+
+
+@pytest.fixture
+def rates(db) -> dict[tuple[str, str], Decimal]:
+    """Fresh exchange rates between KZT, USD and EUR (see TEST_RATES)."""
+    from wallets.services import exchange_rates_store
+
+    for base in ("KZT", "USD", "EUR"):
+        exchange_rates_store(
+            base=base,
+            rates={q: r for (b, q), r in TEST_RATES.items() if b == base},
+            source="test",
+        )
+    return dict(TEST_RATES)

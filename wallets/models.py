@@ -98,3 +98,38 @@ class Wallet(models.Model):
     @property
     def is_blocked(self) -> bool:
         return self.status == self.Status.BLOCKED
+
+
+class ExchangeRate(models.Model):
+    """The latest known rate for one currency pair: 1 `base` = `rate` `quote`.
+
+    One row per pair, replaced on every successful refresh (the unique index on
+    (base, quote) makes the lookup one indexed query). A transaction keeps the
+    rate it used in its metadata, so the ledger needs no rate history.
+    """
+
+    base = models.CharField(_("base currency"), max_length=3)
+    quote = models.CharField(_("quote currency"), max_length=3)
+    rate = models.DecimalField(_("rate"), max_digits=30, decimal_places=10)
+    source = models.CharField(_("source"), max_length=100, default="manual")
+    fetched_at = models.DateTimeField(_("fetched at"))
+
+    class Meta:
+        verbose_name = _("exchange rate")
+        verbose_name_plural = _("exchange rates")
+        ordering = ["base", "quote"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["base", "quote"], name="exchangerate_one_row_per_pair"
+            ),
+            models.CheckConstraint(
+                condition=Q(rate__gt=0), name="exchangerate_rate_positive"
+            ),
+            models.CheckConstraint(
+                condition=~Q(base=models.F("quote")),
+                name="exchangerate_distinct_currencies",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"1 {self.base} = {self.rate} {self.quote}"

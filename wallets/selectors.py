@@ -1,11 +1,17 @@
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from uuid import UUID
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from accounts.models import User
-from wallet_project.errors import WalletNotFound
-from wallets.models import Wallet
+from transactions.money import quantum
+from wallet_project.errors import RateUnavailable, WalletNotFound
+from wallets.models import ExchangeRate, Wallet
 
 _system_wallets: dict[tuple[str, str], Wallet] = {}
 
@@ -45,3 +51,61 @@ def system_wallet(currency: str, code: str) -> Wallet:
         )
         _system_wallets[key] = wallet
     return wallet
+
+
+# --- Exchange rates ---------------------------------------------------------------------
+
+RATE_QUANTUM = Decimal("1e-10")  # rates are kept with 10 decimal places
+CONVERSION_ROUNDING = ROUND_HALF_EVEN
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """`amount` of `source_currency` is `amount_out` of `target_currency` at
+    `rate` (1 source = rate target), rounded half-to-even to the target
+    currency's minor unit; `as_of` is when the rate was fetched."""
+
+    source_currency: str
+    target_currency: str
+    amount: Decimal
+    rate: Decimal
+    amount_out: Decimal
+    as_of: datetime
+
+
+def rate_list() -> QuerySet[ExchangeRate]:
+    """Every stored rate, fresh or not (callers show `fetched_at`)."""
+    return ExchangeRate.objects.order_by("base", "quote")
+
+
+def rate_get(*, base: str, quote: str, now: datetime | None = None) -> ExchangeRate:
+    """The current rate for the pair: one lookup on the (base, quote) unique
+    index. No row, or one older than RATE_MAX_AGE, raises RateUnavailable: a
+    conversion never uses a guessed or stale rate."""
+    rate = ExchangeRate.objects.filter(base=base, quote=quote).first()
+    now = now or timezone.now()
+    if rate is None or rate.fetched_at < now - settings.RATE_MAX_AGE:
+        raise RateUnavailable()
+    return rate
+
+
+def conversion_quote(
+    *, source_currency: str, target_currency: str, amount: Decimal
+) -> Conversion:
+    """Convert `amount` at the current rate (rate 1 within one currency)."""
+    if source_currency == target_currency:
+        rate, as_of = Decimal(1).quantize(RATE_QUANTUM), timezone.now()
+    else:
+        stored = rate_get(base=source_currency, quote=target_currency)
+        rate, as_of = stored.rate.quantize(RATE_QUANTUM), stored.fetched_at
+    amount_out = (amount * rate).quantize(
+        quantum(target_currency), rounding=CONVERSION_ROUNDING
+    )
+    return Conversion(
+        source_currency=source_currency,
+        target_currency=target_currency,
+        amount=amount,
+        rate=rate,
+        amount_out=amount_out,
+        as_of=as_of,
+    )

@@ -1,5 +1,6 @@
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -8,7 +9,7 @@ from djmoney.money import Money
 
 from accounts.models import User
 from wallet_project.errors import UnsupportedCurrency, WalletExists
-from wallets.models import Wallet
+from wallets.models import ExchangeRate, Wallet
 from wallets.numbers import generate_number
 
 _NUMBER_ATTEMPTS = 5
@@ -88,3 +89,44 @@ def system_wallets_ensure(*, currencies: Iterable[str]) -> None:
                     )
             except IntegrityError:  # created concurrently
                 pass
+
+
+# --- Exchange rates ---------------------------------------------------------------------
+
+
+def exchange_rates_store(
+    *,
+    base: str,
+    rates: Mapping[str, Decimal],
+    source: str,
+    fetched_at: datetime | None = None,
+) -> list[ExchangeRate]:
+    """Replace the stored rates base -> quote for every quote in `rates`, in one
+    statement (an upsert on the (base, quote) unique index)."""
+    from wallets.selectors import RATE_QUANTUM
+
+    fetched_at = fetched_at or timezone.now()
+    rows = [
+        ExchangeRate(
+            base=base,
+            quote=quote,
+            rate=Decimal(rate).quantize(RATE_QUANTUM),
+            source=source,
+            fetched_at=fetched_at,
+        )
+        for quote, rate in sorted(rates.items())
+    ]
+    with transaction.atomic():
+        return ExchangeRate.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["base", "quote"],
+            update_fields=["rate", "source", "fetched_at"],
+        )
+
+
+def exchange_rate_set(
+    *, base: str, quote: str, rate: Decimal, source: str = "manual"
+) -> ExchangeRate:
+    """An operator's rate for one pair, fresh from now (the admin's write path)."""
+    return exchange_rates_store(base=base, rates={quote: rate}, source=source)[0]
