@@ -216,6 +216,18 @@ MAX_OPERATION_AMOUNT = Decimal(env.str("MAX_OPERATION_AMOUNT", default="10000000
 MAX_WALLET_BALANCE = Decimal(env.str("MAX_WALLET_BALANCE", default="1000000000000.00"))
 EXCHANGE_RATES_URL = env.str("EXCHANGE_RATES_URL", default="")
 RATE_MAX_AGE = timedelta(seconds=env.int("RATE_MAX_AGE_SECONDS", default=24 * 3600))
+# Rate provider (exchangerate-api v6 "latest": GET {EXCHANGE_RATES_URL}/{BASE}):
+# per-request timeout in seconds, attempts per base currency, first retry delay
+# (doubled each retry), and how often the beat task refreshes.
+EXCHANGE_RATES_TIMEOUT = env.float("EXCHANGE_RATES_TIMEOUT", default=5.0)
+EXCHANGE_RATES_ATTEMPTS = env.int("EXCHANGE_RATES_ATTEMPTS", default=3)
+EXCHANGE_RATES_BACKOFF = env.float("EXCHANGE_RATES_BACKOFF", default=1.0)
+CELERY_BEAT_SCHEDULE["wallets-refresh-exchange-rates"] = {
+    "task": "wallets.tasks.exchange_rates_refresh",
+    "schedule": timedelta(
+        seconds=env.int("EXCHANGE_RATES_REFRESH_SECONDS", default=3600)
+    ),
+}
 FEE_AMOUNT = Decimal(env.str("FEE_AMOUNT", default="200.00"))
 FEE_CURRENCY = env.str("FEE_CURRENCY", default="KZT")
 FEE_PERIOD = timedelta(days=env.int("FEE_PERIOD_DAYS", default=30))
