@@ -82,3 +82,46 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def get_short_name(self) -> str:
         return self.first_name
+
+
+class VerificationSession(models.Model):
+    """One emailed 6-digit code and what confirming it does.
+
+    Every flow that proves control of an email address (sign-up, password change,
+    password reset) goes through this one mechanism: the code is stored only as an
+    HMAC, is valid for a limited time, can be used once, and the session dies
+    after a fixed number of wrong tries. `payload` carries what the flow applies
+    on success (a hashed password, profile fields), never a plain secret.
+    """
+
+    class Purpose(models.TextChoices):
+        SIGNUP = "signup", _("sign-up")
+        PASSWORD_CHANGE = "password_change", _("password change")
+        PASSWORD_RESET = "password_reset", _("password reset")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    purpose = models.CharField(_("purpose"), max_length=20, choices=Purpose.choices)
+    email = models.EmailField(_("email"))
+    user = models.ForeignKey(
+        "accounts.User",
+        verbose_name=_("user"),
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="verification_sessions",
+    )
+    payload = models.JSONField(_("payload"), default=dict, blank=True)
+    code_hash = models.CharField(_("code hash"), max_length=64)
+    attempts = models.PositiveSmallIntegerField(_("wrong attempts"), default=0)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    expires_at = models.DateTimeField(_("expires at"))
+    resend_available_at = models.DateTimeField(_("resend available at"))
+    used_at = models.DateTimeField(_("used at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("verification session")
+        verbose_name_plural = _("verification sessions")
+        indexes = [models.Index(fields=["email", "purpose"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_purpose_display()} {self.email}"
