@@ -1,4 +1,6 @@
+import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -11,6 +13,8 @@ from accounts.models import User
 from wallet_project.errors import UnsupportedCurrency, WalletExists
 from wallets.models import ExchangeRate, Wallet
 from wallets.numbers import generate_number
+
+logger = logging.getLogger(__name__)
 
 _NUMBER_ATTEMPTS = 5
 
@@ -130,3 +134,46 @@ def exchange_rate_set(
 ) -> ExchangeRate:
     """An operator's rate for one pair, fresh from now (the admin's write path)."""
     return exchange_rates_store(base=base, rates={quote: rate}, source=source)[0]
+
+
+@dataclass
+class RatesRefresh:
+    """What one refresh did: pairs updated and, per base that failed, why."""
+
+    updated: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def exchange_rates_refresh(*, currencies: Iterable[str] | None = None) -> RatesRefresh:
+    """Fetch the provider's rates between the wallet currencies and store them.
+
+    One request per base currency. A base whose fetch fails is logged and keeps
+    its last good rates (which expire after RATE_MAX_AGE); the others are stored.
+    `manage.py refresh_rates` and the beat task both call this.
+    """
+    from wallets.rates import RateProviderError, rates_fetch
+
+    currencies = list(currencies or settings.WALLET_CURRENCIES)
+    result = RatesRefresh()
+    for base in currencies:
+        try:
+            fetched = rates_fetch(base=base, quotes=currencies)
+        except RateProviderError as exc:
+            logger.error(
+                "exchange rate refresh failed for %s, keeping the last good rates: %s",
+                base,
+                exc,
+            )
+            result.failed[base] = str(exc)
+            continue
+        stored = exchange_rates_store(
+            base=base, rates=fetched.rates, source=fetched.source
+        )
+        result.updated.extend(f"{r.base}/{r.quote}" for r in stored)
+    if result.updated:
+        logger.info("exchange rates refreshed: %s", ", ".join(result.updated))
+    return result
