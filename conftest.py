@@ -145,3 +145,16 @@ def rates(db) -> dict[tuple[str, str], Decimal]:
             source="test",
         )
     return dict(TEST_RATES)
+
+
+# --- Top-ups: the payment provider's service account ------------------------------------
+
+
+@pytest.fixture
+def service_account(db) -> User:
+    return UserFactory(email="provider@example.com", is_service=True)
+
+
+@pytest.fixture
+def service_api(service_account) -> APIClient:
+    return client_for(service_account)

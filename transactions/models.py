@@ -118,3 +118,100 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class TopUp(models.Model):
+    """A top-up through the external payment provider.
+
+    It waits `pending` until the provider decides: `paid` posts one `topup`
+    transaction (provider -> wallet, and the commission wallet -> fees), recorded
+    in `transaction`; `rejected` moves nothing; a pending top-up older than
+    TOPUP_TTL becomes `expired`. Every decision is final.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("pending")
+        PAID = "paid", _("paid")
+        REJECTED = "rejected", _("rejected")
+        EXPIRED = "expired", _("expired")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    wallet = models.ForeignKey(
+        "wallets.Wallet", on_delete=models.PROTECT, related_name="topups"
+    )
+    amount = MoneyField(
+        _("amount"),
+        max_digits=20,
+        decimal_places=2,
+        default_currency=None,
+        currency_field_name="currency",
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    # In the top-up's currency; set when it is paid.
+    commission = models.DecimalField(
+        _("commission"), max_digits=20, decimal_places=2, null=True, blank=True
+    )
+    provider_reference = models.CharField(
+        _("provider reference"), max_length=255, blank=True
+    )
+    transaction = models.OneToOneField(
+        Transaction,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="topup",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("top-up")
+        verbose_name_plural = _("top-ups")
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="topup_amount_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(commission__isnull=True)
+                | (Q(commission__gte=0) & Q(commission__lte=models.F("amount"))),
+                name="topup_commission_within_amount",
+            ),
+            # Paid <=> it has its ledger transaction.
+            models.CheckConstraint(
+                condition=(Q(status="paid") & Q(transaction__isnull=False))
+                | (~Q(status="paid") & Q(transaction__isnull=True)),
+                name="topup_paid_has_transaction",
+            ),
+        ]
+        indexes = [
+            # The provider's queue and the expiry sweep: pending, oldest first.
+            models.Index(fields=["status", "created_at"], name="topup_status_idx"),
+            models.Index(fields=["wallet", "-created_at"], name="topup_wallet_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"top-up {self.amount} ({self.status})"
+
+    @property
+    def expires_at(self):
+        """When a pending top-up stops accepting a decision (None once decided)."""
+        if self.status != self.Status.PENDING:
+            return None
+        return self.created_at + settings.TOPUP_TTL

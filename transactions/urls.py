@@ -1,5 +1,11 @@
 from django.urls import path
 
+from transactions.api.topups import (
+    ServiceTopUpDetailView,
+    ServiceTopUpListView,
+    WalletTopUpView,
+)
+from transactions.api.transfers import TransferView
 from transactions.api.views import (
     EntryListView,
     TransactionDetailView,
@@ -17,5 +23,18 @@ urlpatterns = [
         "transactions/<str:transaction_id>/",
         TransactionDetailView.as_view(),
         name="transaction-detail",
+    ),
+    path("transfers/", TransferView.as_view(), name="transfer-create"),
+    # Top-ups: the owner's side, then the payment provider's (service accounts).
+    path(
+        "wallets/<str:wallet_id>/topups/",
+        WalletTopUpView.as_view(),
+        name="wallet-topups",
+    ),
+    path("service/topups/", ServiceTopUpListView.as_view(), name="service-topup-list"),
+    path(
+        "service/topups/<str:topup_id>/",
+        ServiceTopUpDetailView.as_view(),
+        name="service-topup-detail",
     ),
 ]

@@ -103,6 +103,31 @@ class Conflict(DomainError):
     message = _("The request conflicts with the current state.")
 
 
+# --- Top-ups --------------------------------------------------------------------------
+
+
+class TopupNotFound(DomainError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "topup_not_found"
+    message = _("Top-up not found.")
+
+
+class TopupAlreadyDecided(DomainError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "topup_already_decided"
+    message = _("This top-up has already been decided: %(status)s.")
+
+
+class TopupExpired(TopupAlreadyDecided):
+    code = "topup_expired"
+    message = _("This top-up has expired and can no longer be decided.")
+
+
+class InvalidCommission(DomainError):
+    code = "invalid_commission"
+    message = _("The commission must be between zero and the top-up amount.")
+
+
 DATABASE_UNAVAILABLE = _("The service is temporarily unavailable. Please retry.")
 
 

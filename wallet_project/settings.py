@@ -232,6 +232,20 @@ FEE_AMOUNT = Decimal(env.str("FEE_AMOUNT", default="200.00"))
 FEE_CURRENCY = env.str("FEE_CURRENCY", default="KZT")
 FEE_PERIOD = timedelta(days=env.int("FEE_PERIOD_DAYS", default=30))
 
+# --- Top-ups (payment provider) ---------------------------------------------------------
+# A pending top-up older than this is expired by the beat task; the provider can no
+# longer decide it.
+TOPUP_TTL = timedelta(seconds=env.int("TOPUP_TTL_SECONDS", default=24 * 3600))
+# The provider's commission on a paid top-up, in percent of the amount (rounded half
+# even to the minor unit), unless the provider states one in its decision.
+TOPUP_COMMISSION_PERCENT = Decimal(env.str("TOPUP_COMMISSION_PERCENT", default="0"))
+if not Decimal(0) <= TOPUP_COMMISSION_PERCENT <= Decimal(100):
+    raise ValueError("TOPUP_COMMISSION_PERCENT must be between 0 and 100")
+CELERY_BEAT_SCHEDULE["transactions-expire-topups"] = {
+    "task": "transactions.tasks.topups_expire",
+    "schedule": timedelta(seconds=env.int("TOPUP_EXPIRE_EVERY_SECONDS", default=300)),
+}
+
 # --- Security (TLS terminates in front of Nginx) ----------------------------------------
 BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
 if BEHIND_TLS_PROXY:
