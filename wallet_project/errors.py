@@ -128,6 +128,15 @@ class InvalidCommission(DomainError):
     message = _("The commission must be between zero and the top-up amount.")
 
 
+# --- Fees ---------------------------------------------------------------------------------
+
+
+class FeeChargeNotWaivable(DomainError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "fee_charge_not_waivable"
+    message = _("Only an outstanding fee debt can be waived.")
+
+
 DATABASE_UNAVAILABLE = _("The service is temporarily unavailable. Please retry.")
 
 

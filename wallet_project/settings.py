@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -231,6 +232,17 @@ CELERY_BEAT_SCHEDULE["wallets-refresh-exchange-rates"] = {
 FEE_AMOUNT = Decimal(env.str("FEE_AMOUNT", default="200.00"))
 FEE_CURRENCY = env.str("FEE_CURRENCY", default="KZT")
 FEE_PERIOD = timedelta(days=env.int("FEE_PERIOD_DAYS", default=30))
+# --- Fees: the daily charge run (fees.tasks.fees_charge_due) ----------------------------
+# Wallets claimed per batch; each wallet is still charged in its own DB transaction.
+FEE_BATCH_SIZE = env.int("FEE_BATCH_SIZE", default=500)
+CELERY_BEAT_SCHEDULE["fees-charge-due"] = {
+    "task": "fees.tasks.fees_charge_due",
+    # Daily at FEE_CHARGE_HOUR:FEE_CHARGE_MINUTE UTC; editable in the admin.
+    "schedule": crontab(
+        hour=env.int("FEE_CHARGE_HOUR", default=0),
+        minute=env.int("FEE_CHARGE_MINUTE", default=30),
+    ),
+}
 
 # --- Top-ups (payment provider) ---------------------------------------------------------
 # A pending top-up older than this is expired by the beat task; the provider can no

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
+from fees.selectors import fee_debt_total
 from transactions.money import money_str, to_minor
 from wallet_project.api import AmountField
 from wallets.models import Wallet
@@ -11,6 +12,7 @@ class WalletSerializer(serializers.ModelSerializer):
     currency = serializers.CharField(read_only=True)
     balance = serializers.SerializerMethodField()
     balance_minor = serializers.SerializerMethodField()
+    debt = serializers.SerializerMethodField()
 
     class Meta:
         model = Wallet
@@ -23,6 +25,7 @@ class WalletSerializer(serializers.ModelSerializer):
             "balance_minor",
             "status",
             "blocked_reason",
+            "debt",
             "next_fee_at",
             "created_at",
             "updated_at",
@@ -34,6 +37,10 @@ class WalletSerializer(serializers.ModelSerializer):
 
     def get_balance_minor(self, wallet: Wallet) -> int:
         return to_minor(wallet.balance.amount, wallet.currency)
+
+    def get_debt(self, wallet: Wallet) -> str:
+        """Outstanding monthly fees (the fees app), in the wallet's currency."""
+        return money_str(fee_debt_total(wallet=wallet), wallet.currency)
 
 
 class WalletCreateSerializer(serializers.Serializer):

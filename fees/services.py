@@ -1,0 +1,452 @@
+"""The monthly fee: charging due wallets, blocking, debt collection and waivers.
+
+Lock order everywhere: the wallet row first, then its fee charges. The ledger
+takes the wallet row with its conditional UPDATE before it calls
+`fee_debt_collect`, the charge run and `fee_charge_waive` take it with
+`select_for_update()`, so no two of them wait on each other in a cycle.
+
+Fee postings only ever DEBIT the user wallet (and credit the `fees` system
+wallet, which the ledger never updates), so collecting a debt from inside the
+ledger's credit hook cannot trigger the hook again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from djmoney.money import Money
+
+from accounts.models import User
+from fees.models import FeeCharge
+from transactions.models import Transaction
+from transactions.money import quantum
+from transactions.services import Leg, ledger_post
+from wallet_project.errors import FeeChargeNotWaivable, RateUnavailable
+from wallets.models import Wallet
+from wallets.selectors import conversion_quote, system_wallet
+
+logger = logging.getLogger(__name__)
+
+# Stored in Wallet.blocked_reason (data, not a UI string: the API shows it as is).
+# Only a wallet blocked with exactly this reason is unblocked when its debt is
+# gone; a wallet an operator blocked for another reason stays blocked.
+FEE_BLOCK_REASON = "Unpaid monthly fee"
+
+
+@dataclass(frozen=True)
+class FeeQuote:
+    """The fee in one wallet currency; `rate` is None when no conversion."""
+
+    amount: Decimal
+    currency: str
+    rate: Decimal | None = None
+
+
+def fee_quote(*, currency: str) -> FeeQuote:
+    """FEE_AMOUNT FEE_CURRENCY in `currency`, at the current rate, rounded half
+    to even to the minor unit. Raises RateUnavailable without a fresh rate."""
+    if currency == settings.FEE_CURRENCY:
+        return FeeQuote(settings.FEE_AMOUNT.quantize(quantum(currency)), currency)
+    conversion = conversion_quote(
+        source_currency=settings.FEE_CURRENCY,
+        target_currency=currency,
+        amount=settings.FEE_AMOUNT,
+    )
+    amount = conversion.amount_out.quantize(quantum(currency), rounding=ROUND_HALF_EVEN)
+    return FeeQuote(amount, currency, conversion.rate)
+
+
+@dataclass
+class FeeRunSummary:
+    """What one run of `fee_charge_due` did (or, with dry_run, would do)."""
+
+    as_of: datetime
+    dry_run: bool = False
+    wallets: int = 0  # wallets this run charged (one or more periods each)
+    charged: int = 0  # periods paid on the spot
+    debts: int = 0  # periods recorded as debt (nothing moved)
+    blocked: int = 0  # wallets this run blocked
+    collected: int = 0  # older debts the run collected before a new period
+    skipped: int = 0  # wallets left due (no fresh rate): retried next run
+    totals: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    debt_totals: dict[str, Decimal] = field(
+        default_factory=lambda: defaultdict(Decimal)
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "as_of": self.as_of.isoformat(),
+            "dry_run": self.dry_run,
+            "wallets": self.wallets,
+            "charged": self.charged,
+            "debts": self.debts,
+            "blocked": self.blocked,
+            "collected": self.collected,
+            "skipped": self.skipped,
+            "totals": {c: str(a) for c, a in sorted(self.totals.items())},
+            "debt_totals": {c: str(a) for c, a in sorted(self.debt_totals.items())},
+        }
+
+
+@dataclass
+class _Settlement:
+    balance: Decimal
+    paid: list[FeeCharge]
+    outstanding: list[FeeCharge]
+
+
+def _settle(
+    wallet: Wallet, balance: Decimal, charges: Iterable[FeeCharge], now: datetime
+) -> _Settlement:
+    """Pay `charges` (oldest first) from the locked wallet while the balance
+    covers the next one; stop at the first it does not cover, so a newer fee is
+    never paid before an older debt."""
+    fees_wallet = system_wallet(wallet.currency, Wallet.SystemCode.FEES)
+    result = _Settlement(balance, [], [])
+    for charge in charges:
+        amount = charge.amount.amount
+        if result.outstanding or amount > result.balance:
+            result.outstanding.append(charge)
+            continue
+        posting = ledger_post(
+            kind=Transaction.Kind.FEE,
+            legs=[
+                Leg(wallet, -amount, allow_blocked=True),
+                Leg(fees_wallet, amount),
+            ],
+            description=f"Monthly fee from {charge.period_start:%Y-%m-%d}",
+            metadata={
+                "fee_period_start": charge.period_start.isoformat(),
+                "fee_amount": str(settings.FEE_AMOUNT),
+                "fee_currency": settings.FEE_CURRENCY,
+                "amount": str(amount),
+                "currency": wallet.currency,
+                "rate": None if charge.rate is None else str(charge.rate),
+                "collected_debt": charge.pk is not None,
+            },
+        )
+        result.balance = posting.balances[wallet.id]
+        charge.status = FeeCharge.Status.PAID
+        charge.transaction = posting.transaction
+        charge.paid_at = now
+        result.paid.append(charge)
+    return result
+
+
+def _wallet_state_after(wallet: Wallet, has_debt: bool) -> tuple[str, str, bool]:
+    """(status, blocked_reason, newly_blocked) once the debts are settled."""
+    if has_debt:
+        if wallet.status == Wallet.Status.ACTIVE:
+            return Wallet.Status.BLOCKED, FEE_BLOCK_REASON, True
+        return wallet.status, wallet.blocked_reason, False
+    if wallet.status == Wallet.Status.BLOCKED and wallet.blocked_reason == (
+        FEE_BLOCK_REASON
+    ):
+        return Wallet.Status.ACTIVE, "", False
+    return wallet.status, wallet.blocked_reason, False
+
+
+def _mark_paid(charges: Iterable[FeeCharge], now: datetime) -> None:
+    for charge in charges:
+        FeeCharge.objects.filter(pk=charge.pk).update(
+            status=FeeCharge.Status.PAID,
+            transaction=charge.transaction,
+            paid_at=charge.paid_at,
+            updated_at=now,
+        )
+
+
+def _collect_locked(wallet: Wallet) -> Decimal | None:
+    """Collect the locked wallet's outstanding debt (oldest first) and unblock
+    it when none is left. Returns the new balance when anything was paid."""
+    debts = list(
+        FeeCharge.objects.select_for_update()
+        .filter(wallet=wallet, status=FeeCharge.Status.DEBT)
+        .order_by("period_start")
+    )
+    now = timezone.now()
+    settlement = _settle(wallet, wallet.balance.amount, debts, now)
+    _mark_paid(settlement.paid, now)
+    status, reason, _blocked = _wallet_state_after(wallet, bool(settlement.outstanding))
+    if (status, reason) != (wallet.status, wallet.blocked_reason):
+        Wallet.objects.filter(pk=wallet.pk).update(
+            status=status, blocked_reason=reason, updated_at=now
+        )
+    return settlement.balance if settlement.paid else None
+
+
+def fee_debt_collect(*, wallet: Wallet) -> Decimal | None:
+    """The ledger's hook after a credit to a blocked wallet: in the same DB
+    transaction, pay the wallet's fee debts oldest first while the balance
+    covers them, and unblock it once no debt is left (only when it was blocked
+    for the fee). Returns the wallet's new balance, or None when nothing was
+    collected."""
+    with transaction.atomic(savepoint=False):
+        locked = Wallet.objects.select_for_update().get(pk=wallet.pk)
+        return _collect_locked(locked)
+
+
+def fee_charge_waive(*, charge: FeeCharge, waived_by: User, reason: str) -> FeeCharge:
+    """An operator forgives one outstanding debt: the charge becomes `waived`
+    (who, why and when are kept on it), the wallet's remaining debts are
+    collected if its balance now covers them, and it is unblocked once no debt
+    is left. Raises FeeChargeNotWaivable unless the charge is a debt, and
+    ValidationError without a reason."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError(_("A reason is required to waive a fee."))
+    with transaction.atomic():
+        wallet = Wallet.objects.select_for_update().get(pk=charge.wallet_id)
+        locked = FeeCharge.objects.select_for_update().get(pk=charge.pk)
+        if locked.status != FeeCharge.Status.DEBT:
+            raise FeeChargeNotWaivable()
+        now = timezone.now()
+        locked.status = FeeCharge.Status.WAIVED
+        locked.waived_by = waived_by
+        locked.waived_reason = reason[:255]
+        locked.waived_at = now
+        locked.save(
+            update_fields=[
+                "status",
+                "waived_by",
+                "waived_reason",
+                "waived_at",
+                "updated_at",
+            ]
+        )
+        _collect_locked(wallet)
+    logger.info(
+        "fee charge %s on wallet %s waived by %s: %s",
+        locked.pk,
+        wallet.number,
+        waived_by,
+        reason,
+    )
+    return locked
+
+
+# --- The charge run -----------------------------------------------------------------------
+
+
+class _Skip(Exception):
+    """Leave this wallet due: it is retried next run."""
+
+
+class _DryRun(Exception):
+    """Roll back one wallet's work after measuring it."""
+
+
+def _periods_due(
+    next_fee_at: datetime, as_of: datetime
+) -> tuple[list[datetime], datetime]:
+    periods = []
+    due = next_fee_at
+    while due <= as_of:
+        periods.append(due)
+        due += settings.FEE_PERIOD
+    return periods, due
+
+
+def _charge_wallet(
+    wallet_id: UUID,
+    *,
+    as_of: datetime,
+    quote_for: Callable[[str], FeeQuote],
+    summary: FeeRunSummary,
+    wait: bool,
+) -> bool | None:
+    """Charge every period of one wallet due by `as_of`, in one DB transaction.
+
+    Returns True when charged, False when the wallet is left due (no rate),
+    None when another worker holds it (wait=False) or already charged it.
+    """
+    outcome = FeeRunSummary(as_of=as_of)
+    try:
+        with transaction.atomic(durable=True):
+            wallet = (
+                Wallet.objects.select_for_update(skip_locked=not wait)
+                .filter(pk=wallet_id, kind=Wallet.Kind.USER, next_fee_at__lte=as_of)
+                .first()
+            )
+            if wallet is None:
+                return None
+            try:
+                quote = quote_for(wallet.currency)
+            except RateUnavailable:
+                raise _Skip from None
+            periods, next_fee_at = _periods_due(wallet.next_fee_at, as_of)
+            # Older debts, and any charge already made for these periods (only
+            # possible if next_fee_at was moved back by hand): never twice.
+            existing = list(
+                FeeCharge.objects.select_for_update()
+                .filter(wallet=wallet)
+                .filter(
+                    Q(status=FeeCharge.Status.DEBT)
+                    | Q(period_start__gte=wallet.next_fee_at)
+                )
+                .order_by("period_start")
+            )
+            done = {charge.period_start for charge in existing}
+            new = [
+                FeeCharge(
+                    wallet=wallet,
+                    period_start=period,
+                    amount=Money(quote.amount, quote.currency),
+                    rate=quote.rate,
+                    status=FeeCharge.Status.DEBT,
+                )
+                for period in periods
+                if period not in done
+            ]
+            debts = [c for c in existing if c.status == FeeCharge.Status.DEBT]
+            now = timezone.now()
+            settlement = _settle(wallet, wallet.balance.amount, [*debts, *new], now)
+            collected = [c for c in settlement.paid if c.pk is not None]
+            _mark_paid(collected, now)
+            FeeCharge.objects.bulk_create(new)
+            status, reason, newly_blocked = _wallet_state_after(
+                wallet, bool(settlement.outstanding)
+            )
+            Wallet.objects.filter(pk=wallet.pk).update(
+                next_fee_at=next_fee_at,
+                status=status,
+                blocked_reason=reason,
+                updated_at=now,
+            )
+            outcome.wallets = 1
+            outcome.blocked = int(newly_blocked)
+            outcome.collected = len(collected)
+            outcome.charged = len(settlement.paid) - len(collected)
+            outcome.debts = sum(c.status == FeeCharge.Status.DEBT for c in new)
+            for charge in settlement.paid:
+                outcome.totals[charge.amount.currency.code] += charge.amount.amount
+            for charge in new:
+                if charge.status == FeeCharge.Status.DEBT:
+                    outcome.debt_totals[quote.currency] += charge.amount.amount
+            if summary.dry_run:
+                raise _DryRun
+    except _Skip:
+        summary.skipped += 1
+        return False
+    except _DryRun:
+        pass
+    except IntegrityError:
+        # The unique (wallet, period_start) constraint: someone else charged a
+        # period we computed. Nothing of ours was kept; the wallet is next run's.
+        logger.warning("fee run: wallet %s was charged concurrently", wallet_id)
+        return None
+    _merge(summary, outcome)
+    return True
+
+
+def _merge(summary: FeeRunSummary, outcome: FeeRunSummary) -> None:
+    summary.wallets += outcome.wallets
+    summary.charged += outcome.charged
+    summary.debts += outcome.debts
+    summary.blocked += outcome.blocked
+    summary.collected += outcome.collected
+    for currency, amount in outcome.totals.items():
+        summary.totals[currency] += amount
+    for currency, amount in outcome.debt_totals.items():
+        summary.debt_totals[currency] += amount
+
+
+def _claim_batch(*, as_of: datetime, after: UUID | None, size: int) -> list[UUID]:
+    """The next `size` due wallets by id that no other worker holds right now."""
+    with transaction.atomic():
+        due = Wallet.objects.select_for_update(skip_locked=True).filter(
+            kind=Wallet.Kind.USER, next_fee_at__lte=as_of
+        )
+        if after is not None:
+            due = due.filter(pk__gt=after)
+        return list(due.order_by("pk").values_list("pk", flat=True)[:size])
+
+
+def fee_charge_due(
+    *,
+    as_of: datetime | None = None,
+    batch_size: int | None = None,
+    dry_run: bool = False,
+    progress: Callable[[FeeRunSummary], None] | None = None,
+) -> FeeRunSummary:
+    """Charge every user wallet whose fee is due by `as_of` (default: now).
+
+    Due wallets are claimed in batches ordered by id with `FOR UPDATE SKIP
+    LOCKED`, then each is locked again, re-checked and charged in its own DB
+    transaction: every period due by `as_of` (a wallet several periods behind
+    pays or owes each one), `next_fee_at` advanced past `as_of`. A wallet whose
+    balance does not cover a fee is blocked and the fee recorded as debt. Several
+    workers may run at once: a wallet one of them holds is skipped by the others
+    (and retried, waiting for the lock, at the end of the run), one already
+    charged no longer matches `next_fee_at <= as_of`, and the unique (wallet,
+    period_start) constraint is the last guard. A wallet in a currency with no
+    fresh rate is left due and retried next run.
+
+    With `dry_run` every wallet's work is done and rolled back: the summary says
+    what would happen, nothing changes.
+    """
+    as_of = as_of or timezone.now()
+    batch_size = batch_size or settings.FEE_BATCH_SIZE
+    summary = FeeRunSummary(as_of=as_of, dry_run=dry_run)
+    quotes: dict[str, FeeQuote | RateUnavailable] = {}
+
+    def quote_for(currency: str) -> FeeQuote:
+        # One quote per currency per run: every wallet in a run pays the same.
+        if currency not in quotes:
+            try:
+                quotes[currency] = fee_quote(currency=currency)
+            except RateUnavailable as exc:
+                quotes[currency] = exc
+                logger.warning(
+                    "fee run: no fresh %s->%s rate; %s wallets are skipped this "
+                    "run and retried next run",
+                    settings.FEE_CURRENCY,
+                    currency,
+                    currency,
+                )
+        quote = quotes[currency]
+        if isinstance(quote, RateUnavailable):
+            raise quote
+        return quote
+
+    busy: list[UUID] = []
+    after: UUID | None = None
+    while ids := _claim_batch(as_of=as_of, after=after, size=batch_size):
+        for wallet_id in ids:
+            if (
+                _charge_wallet(
+                    wallet_id,
+                    as_of=as_of,
+                    quote_for=quote_for,
+                    summary=summary,
+                    wait=False,
+                )
+                is None
+            ):
+                busy.append(wallet_id)
+        after = ids[-1]
+        if progress is not None:
+            progress(summary)
+    # Wallets held by someone else when we reached them: wait for the lock now.
+    # If another fee worker held it, it is no longer due and this is a no-op.
+    for wallet_id in busy:
+        _charge_wallet(
+            wallet_id, as_of=as_of, quote_for=quote_for, summary=summary, wait=True
+        )
+    if busy and progress is not None:
+        progress(summary)
+    logger.info("fee run done: %s", summary.as_dict())
+    return summary
