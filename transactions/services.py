@@ -41,6 +41,7 @@ from wallet_project.errors import (
     InsufficientFunds,
     InvalidAmount,
     InvalidCommission,
+    SameWallet,
     TopupAlreadyDecided,
     TopupExpired,
     TopupNotFound,
@@ -49,7 +50,12 @@ from wallet_project.errors import (
     WalletNotFound,
 )
 from wallets.models import Wallet
-from wallets.selectors import system_wallet
+from wallets.selectors import (
+    CONVERSION_ROUNDING,
+    conversion_quote,
+    system_wallet,
+    wallet_get_by_number,
+)
 
 T = TypeVar("T")
 
@@ -530,3 +536,76 @@ def topup_expire_stale(*, now=None, batch_size: int = 1000) -> int:
             expired += TopUp.objects.filter(
                 id__in=ids, status=TopUp.Status.PENDING
             ).update(status=TopUp.Status.EXPIRED, decided_at=now)
+
+
+# --- Transfers and exchange (issue 4) --------------------------------------------------------
+
+
+def transfer_create(
+    *,
+    source: Wallet,
+    destination_number: str,
+    amount: Decimal,
+    initiator: User | None = None,
+    description: str = "",
+) -> Posting:
+    """Send `amount` (in the source's currency) to any user wallet by number.
+
+    Across currencies the amount is converted at the current rate (never a stale
+    or guessed one: RateUnavailable) and rounded half-to-even to the target's
+    minor unit; the legs go through the `fx` system wallet of each currency so
+    each currency balances on its own. Between two wallets of one owner that is
+    an `exchange`, otherwise a `transfer`. A blocked source cannot send
+    (WalletBlocked); a blocked destination receives, which is how it is
+    replenished. Both user wallets change in this one DB transaction, in id
+    order (ledger_post).
+    """
+    amount = amount_validate(amount, source.currency)
+    destination = wallet_get_by_number(number=destination_number)
+    if destination.id == source.id:
+        raise SameWallet()
+    conversion = conversion_quote(
+        source_currency=source.currency,
+        target_currency=destination.currency,
+        amount=amount,
+    )
+    credited = conversion.amount_out
+    if credited <= 0:
+        raise InvalidAmount(
+            _("The amount is too small to convert to %(currency)s."),
+            currency=destination.currency,
+        )
+    converted = source.currency != destination.currency
+    if converted:
+        legs = [
+            Leg(source, -amount),
+            Leg(system_wallet(source.currency, Wallet.SystemCode.FX), amount),
+            Leg(system_wallet(destination.currency, Wallet.SystemCode.FX), -credited),
+            Leg(destination, credited),
+        ]
+    else:
+        legs = [Leg(source, -amount), Leg(destination, amount)]
+    kind = (
+        Transaction.Kind.EXCHANGE
+        if converted and source.owner_id == destination.owner_id
+        else Transaction.Kind.TRANSFER
+    )
+    metadata = {
+        "from_wallet": source.number,
+        "to_wallet": destination.number,
+        "amount": money_str(amount, source.currency),
+        "currency": source.currency,
+        "credited_amount": money_str(credited, destination.currency),
+        "credited_currency": destination.currency,
+        "rate": str(conversion.rate),
+    }
+    if converted:
+        metadata["rate_as_of"] = conversion.as_of.isoformat()
+        metadata["rounding"] = CONVERSION_ROUNDING
+    return ledger_post(
+        kind=kind,
+        legs=legs,
+        initiator=initiator,
+        description=description,
+        metadata=metadata,
+    )

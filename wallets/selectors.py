@@ -109,3 +109,15 @@ def conversion_quote(
         amount_out=amount_out,
         as_of=as_of,
     )
+
+
+def wallet_get_own(*, user: User, reference: str) -> Wallet:
+    """The caller's own wallet by id or by its 16-digit number; 404 otherwise."""
+    if len(reference) == 16 and reference.isdigit():
+        try:
+            return Wallet.objects.get(
+                number=reference, owner=user, kind=Wallet.Kind.USER
+            )
+        except Wallet.DoesNotExist:
+            raise WalletNotFound() from None
+    return wallet_get_for_user(user=user, wallet_id=reference)

@@ -1,6 +1,7 @@
-from django.urls import re_path
+from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
+from wallets.api.rates import RateListView, RateQuoteView
 from wallets.api.views import WalletOperationView, WalletViewSet
 
 router = SimpleRouter()
@@ -13,5 +14,7 @@ urlpatterns = [
         WalletOperationView.as_view(),
         name="wallet-operation",
     ),
+    path("rates/", RateListView.as_view(), name="rate-list"),
+    path("rates/quote/", RateQuoteView.as_view(), name="rate-quote"),
     *router.urls,
 ]

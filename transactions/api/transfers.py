@@ -1,0 +1,127 @@
+"""POST /api/v1/transfers/: send money to any wallet by number, converted across
+currencies; between the caller's own wallets of different currencies it is an
+exchange."""
+
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from transactions import services as ledger
+from transactions.models import Transaction
+from wallet_project.api import (
+    IDEMPOTENCY_HEADER,
+    AmountField,
+    error_response,
+    idempotency_request,
+)
+from wallets.selectors import wallet_get_own
+
+
+class TransferSerializer(serializers.Serializer):
+    from_wallet = serializers.CharField(
+        max_length=64,
+        help_text=_("One of your wallets: its id, or its 16-digit number."),
+    )
+    to_wallet_number = serializers.CharField(
+        max_length=32, help_text=_("The 16-digit number of the receiving wallet.")
+    )
+    amount = AmountField(help_text=_("In the source wallet's currency."))
+    description = serializers.CharField(
+        max_length=255, required=False, allow_blank=True, default=""
+    )
+
+
+class TransferResultSerializer(serializers.Serializer):
+    transaction_id = serializers.UUIDField()
+    kind = serializers.ChoiceField(
+        choices=[Transaction.Kind.TRANSFER, Transaction.Kind.EXCHANGE]
+    )
+    amount = serializers.CharField(help_text=_("Debited, in `currency`."))
+    currency = serializers.CharField()
+    credited_amount = serializers.CharField(
+        help_text=_("Credited, in `credited_currency`.")
+    )
+    credited_currency = serializers.CharField()
+    rate = serializers.CharField(
+        help_text=_("1 `currency` = `rate` `credited_currency` (10 decimal places).")
+    )
+
+
+def render_transfer(posting: ledger.Posting) -> dict:
+    metadata = posting.transaction.metadata
+    return {
+        "transaction_id": str(posting.transaction.id),
+        "kind": posting.transaction.kind,
+        "amount": metadata["amount"],
+        "currency": metadata["currency"],
+        "credited_amount": metadata["credited_amount"],
+        "credited_currency": metadata["credited_currency"],
+        "rate": metadata["rate"],
+    }
+
+
+class TransferView(APIView):
+    @extend_schema(
+        summary="Transfer to any wallet by number, or exchange between your wallets",
+        description=(
+            "`amount` is in the source wallet's currency. Across currencies it is "
+            "converted at the current rate and rounded half-to-even to the target "
+            "currency's minor unit. Between two of your own wallets in different "
+            "currencies the transaction's kind is `exchange`. A blocked destination "
+            "still receives."
+        ),
+        parameters=[IDEMPOTENCY_HEADER],
+        request=TransferSerializer,
+        responses={
+            201: TransferResultSerializer,
+            400: error_response(
+                "Invalid input, the same wallet on both sides (`same_wallet`), or "
+                "not enough money (`insufficient_funds`)."
+            ),
+            404: error_response(
+                "The source is not one of your wallets, or no wallet has that "
+                "number (`wallet_not_found`)."
+            ),
+            409: error_response("The source wallet is blocked (`wallet_blocked`)."),
+            422: error_response("Idempotency-Key reused with another request."),
+            503: error_response(
+                "No current exchange rate for the conversion (`rate_unavailable`)."
+            ),
+        },
+        examples=[
+            OpenApiExample(
+                "Exchange 100 USD to KZT",
+                value={
+                    "transaction_id": "0b7f8a4e-8d1c-4f4e-9b7e-3f0f2f6a1c55",
+                    "kind": "exchange",
+                    "amount": "100.00",
+                    "currency": "USD",
+                    "credited_amount": "50000.00",
+                    "credited_currency": "KZT",
+                    "rate": "500.0000000000",
+                },
+                response_only=True,
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        data = TransferSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        source = wallet_get_own(
+            user=request.user, reference=data.validated_data["from_wallet"]
+        )
+        result = ledger.idempotency_execute(
+            request=idempotency_request(request),
+            action=lambda: ledger.transfer_create(
+                source=source,
+                destination_number=data.validated_data["to_wallet_number"].strip(),
+                amount=data.validated_data["amount"],
+                initiator=request.user,
+                description=data.validated_data["description"],
+            ),
+            render=render_transfer,
+        )
+        return Response(result.body, status=result.status)
