@@ -460,3 +460,28 @@ def test_a_deactivated_service_account_is_locked_out(service_api, service_accoun
     service_account.is_active = False
     service_account.save(update_fields=["is_active"])
     assert service_api.get("/api/v1/service/topups/").status_code == 401
+
+
+def test_a_paid_topup_to_a_wallet_blocked_for_fee_debt_collects_the_debt(
+    auth_api, service_api, user, make_wallet
+):
+    """The fees rule applies to a top-up as to any credit: the net amount
+    (after the commission) pays the debt and the wallet is unblocked."""
+    from fees.services import fee_charge_due
+
+    wallet = make_wallet(owner=user, balance="50.00")
+    Wallet.objects.filter(pk=wallet.pk).update(next_fee_at=timezone.now())
+    fee_charge_due()
+    wallet.refresh_from_db()
+    assert wallet.status == "blocked"
+    created = auth_api.post(topup_url(wallet), {"amount": "300.00"}, format="json")
+    response = service_api.put(
+        decide_url(created.json()["id"]),
+        {"status": "paid", "commission": "10.00"},
+        format="json",
+    )
+    assert response.status_code == 200
+    wallet.refresh_from_db()
+    assert wallet.status == "active"
+    assert wallet.balance.amount == Decimal("140.00")  # 50 + 300 - 10 - 200
+    assert ledger_reconcile().clean
