@@ -1,17 +1,123 @@
-"""Gunicorn: gevent workers (one per core by default), all from the environment."""
+"""Gunicorn for the web process: gevent workers behind Nginx, all from the environment.
 
-import multiprocessing
+    gunicorn wallet_project.wsgi -c gunicorn.conf.py
+
+gevent and psycopg 3: psycopg picks its wait function when `psycopg.waiting` is
+first imported; it cooperates with gevent only if gevent has already patched
+`select` by then (psycopg >= 3.1.14 checks `gevent.monkey.is_module_patched`),
+otherwise it uses a C wait that blocks the whole worker for the length of every
+query. The gevent worker calls `monkey.patch_all()` when it boots, before it
+loads the application, so:
+
+- this file must not import Django, the project or psycopg (it runs in the
+  master, before any patching, and workers are forked from it);
+- `preload_app` stays off (preloading imports the project in the master);
+- `post_worker_init` refuses to serve if psycopg got the blocking wait anyway.
+
+Database connections: every greenlet would otherwise open its own connection, so
+the web process uses Django's psycopg pool (DATABASE_POOL, on by default here):
+at most DATABASE_POOL_MAX connections per worker, requests beyond that wait up to
+DATABASE_POOL_TIMEOUT seconds for one (then 503 + Retry-After). Budget:
+WEB_CONCURRENCY x DATABASE_POOL_MAX + Celery concurrency + beat + a few for
+migrations and shells <= PostgreSQL's max_connections.
+"""
+
 import os
 
+# --- Server socket ---------------------------------------------------------------------
 bind = os.environ.get("GUNICORN_BIND") or (
     f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 )
+backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
+
+# --- Workers ---------------------------------------------------------------------------
 worker_class = "gevent"
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
+# gevent serves many requests per worker concurrently; one worker per core uses
+# the CPUs, more only adds database connections (each worker has its own pool).
+workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
+# Concurrent requests (greenlets) per worker.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+# Recycle workers now and then (memory fragmentation); jitter avoids all at once.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "10000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "1000"))
+preload_app = False  # see the module docstring: patch first, then import
+
+# --- Timeouts --------------------------------------------------------------------------
+# A gevent worker that has not told the master it is alive for `timeout` seconds
+# (its event loop is stuck) is killed and replaced. Slow requests do not count:
+# Nginx's proxy_read_timeout bounds them.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# On SIGTERM/SIGHUP/SIGQUIT workers stop accepting and finish in-flight requests
+# for up to this long.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# Nginx keeps upstream connections alive (upstream keepalive): hold them longer
+# than Nginx does so Gunicorn never closes one Nginx is about to reuse.
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
+
+# --- Proxy -----------------------------------------------------------------------------
+# Only Nginx talks to Gunicorn; trust X-Forwarded-Proto/For only from it.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+# --- Logging ---------------------------------------------------------------------------
+# Django writes one JSON access line per request (wallet_project.middleware), so
+# Gunicorn's own access log is off unless asked for.
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+capture_output = False
+if os.environ.get("LOG_FORMAT", "json") == "json":
+    # Gunicorn's own lines (boot, worker timeouts, signals) as JSON too, in the
+    # fields of wallet_project.logging (which cannot be imported here: see above).
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "fmt": "%(levelname)s %(name)s %(message)s",
+                "rename_fields": {"levelname": "level", "name": "logger"},
+                "timestamp": "time",
+            }
+        },
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["console"], "propagate": False},
+            "gunicorn.access": {"handlers": ["console"], "propagate": False},
+        },
+    }
+
+# --- Control socket (gunicornc): one per deployment, not one per user -------------------
+if os.environ.get("GUNICORN_CONTROL_SOCKET") == "off":
+    control_socket_disable = True
+elif os.environ.get("GUNICORN_CONTROL_SOCKET"):
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+
+# --- Database pool for gevent (read by wallet_project/settings.py in the workers) ------
+os.environ.setdefault("DATABASE_POOL", "true")
+
+# Graceful reload: `kill -HUP <master>` starts new workers with the new code and
+# config (no preload, so the code is re-imported) and stops the old ones
+# gracefully; `kill -USR2` + `kill -WINCH`/`-TERM` of the old master upgrades the
+# Gunicorn binary itself without dropping the listening socket.
+
+
+def post_worker_init(worker):
+    """Fail loudly, not slowly: a gevent worker with psycopg's blocking wait would
+    serve one query at a time."""
+    if worker.cfg.worker_class_str != "gevent":
+        return
+    import psycopg.waiting
+
+    if getattr(psycopg.waiting, "wait_c", None) is psycopg.waiting.wait:
+        worker.log.critical(
+            "psycopg was imported before gevent patched the standard library; "
+            "its queries would block the worker. Do not import the project from "
+            "gunicorn.conf.py and keep preload_app off."
+        )
+        raise SystemExit(4)

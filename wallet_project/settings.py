@@ -12,6 +12,8 @@ from pathlib import Path
 import environ
 from celery.schedules import crontab
 
+from wallet_project.logging import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -47,6 +49,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Request id + one JSON access line per request (first: it sees everything).
+    "wallet_project.middleware.RequestLogMiddleware",
+    # /healthz and /readyz, answered before host validation and the HTTPS redirect.
+    "wallet_project.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -272,13 +278,13 @@ if BEHIND_TLS_PROXY:
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# --- Logging: JSON lines on stderr with the request id (wallet_project/logging.py) ----
+LOGGING = logging_config(
+    level=env.str("LOG_LEVEL", default="INFO"),
+    json=env.str("LOG_FORMAT", default="text" if DEBUG else "json") == "json",
+)
+# The worker and beat log through LOGGING too (JSON), not Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # The schema and docs are public pages; the API itself requires a token.
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.AllowAny"]

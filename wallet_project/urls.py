@@ -8,6 +8,8 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
+from wallet_project import health
+
 api_v1 = [
     path("", include("accounts.urls")),
     path("", include("wallets.urls")),
@@ -16,6 +18,9 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    # Probes (JSON, no auth); HealthCheckMiddleware answers them before host checks.
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -1,0 +1,75 @@
+"""Request id and the per-request access log line.
+
+Nginx passes the id it logged as X-Request-ID (the client's own one if it sent a
+sane one, else one it generated); without Nginx we generate one. The id is
+echoed in the response's X-Request-ID header and put on every log record of the
+request, so a user's "request id" leads to the access line and any traceback.
+Tracebacks go to the log only: clients get the JSON bodies of wallet_project.errors.
+"""
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from wallet_project.logging import request_id_var
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# What we accept from outside: a log field, so no spaces, quotes or newlines.
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+access_logger = logging.getLogger("wallet.access")
+
+
+def request_id_from(request: HttpRequest) -> str:
+    incoming = request.META.get("HTTP_X_REQUEST_ID", "")
+    return incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+
+
+def _user_id(request: HttpRequest) -> str | None:
+    # DRF sets the authenticated (JWT) user on the Django request too; the admin
+    # uses the session's. Never let logging fail a request that already has its
+    # response (e.g. the database went away while it ran).
+    try:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            return str(user.pk)
+    except Exception:  # noqa: S110
+        pass
+    return None
+
+
+class RequestLogMiddleware:
+    """First in MIDDLEWARE: it sees every request, redirects and errors included."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request_id = request_id_from(request)
+        request.request_id = request_id  # type: ignore[attr-defined]
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+            response[REQUEST_ID_HEADER] = request_id
+            access_logger.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "user_id": _user_id(request),
+                    "remote_addr": request.META.get("REMOTE_ADDR"),
+                },
+            )
+            return response
+        finally:
+            request_id_var.reset(token)
