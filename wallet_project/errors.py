@@ -137,6 +137,94 @@ class FeeChargeNotWaivable(DomainError):
     message = _("Only an outstanding fee debt can be waived.")
 
 
+# --- Accounts: verification codes and login ----------------------------------------------
+
+
+class VerificationSessionNotFound(DomainError):
+    code = "session_not_found"
+    message = _("Unknown verification session.")
+
+
+class CodeInvalid(DomainError):
+    code = "code_invalid"
+    message = _("The code is wrong. Attempts left: %(attempts_left)s.")
+
+
+class CodeExpired(DomainError):
+    code = "code_expired"
+    message = _("The code has expired. Request a new one.")
+
+
+class CodeUsed(DomainError):
+    code = "code_used"
+    message = _("This code has already been used.")
+
+
+class VerificationSessionDead(DomainError):
+    code = "session_dead"
+    message = _("Too many wrong codes: this session is closed. Start again.")
+
+
+class RetryLater(DomainError):
+    """A 429 carrying `retry_after` (whole seconds), which the API sends as a
+    Retry-After header."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "retry_later"
+    message = _("Too many requests. Retry in %(retry_after)s seconds.")
+
+    def __init__(self, message=None, *, retry_after: int, **params):
+        self.retry_after = retry_after
+        super().__init__(message, retry_after=retry_after, **params)
+
+
+class ResendTooSoon(RetryLater):
+    code = "resend_too_soon"
+    message = _("A new code can be requested in %(retry_after)s seconds.")
+
+
+class AccountLocked(RetryLater):
+    code = "account_locked"
+    message = _("Too many failed logins. Try again in %(retry_after)s seconds.")
+
+
+class InvalidCredentials(DomainError):
+    status_code = status.HTTP_401_UNAUTHORIZED
+    code = "invalid_credentials"
+    message = _("No active account found with the given credentials.")
+
+
+class RefreshTokenRevoked(DomainError):
+    status_code = status.HTTP_401_UNAUTHORIZED
+    code = "token_not_valid"
+    message = _("Token is blacklisted")
+
+
+class AccountInactive(DomainError):
+    status_code = status.HTTP_401_UNAUTHORIZED
+    code = "no_active_account"
+    message = _("No active account found for the given token.")
+
+
+class EmailTaken(DomainError):
+    code = "email_taken"
+    message = _("A user with this email already exists.")
+
+
+class PhoneNumberTaken(DomainError):
+    code = "phone_taken"
+    message = _("A user with this phone number already exists.")
+
+
+# --- Fees ---------------------------------------------------------------------------------
+
+
+class FeeChargeNotWaivable(DomainError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "fee_charge_not_waivable"
+    message = _("Only an outstanding fee debt can be waived.")
+
+
 DATABASE_UNAVAILABLE = _("The service is temporarily unavailable. Please retry.")
 
 

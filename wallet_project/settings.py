@@ -264,6 +264,44 @@ CELERY_BEAT_SCHEDULE["transactions-expire-topups"] = {
     "schedule": timedelta(seconds=env.int("TOPUP_EXPIRE_EVERY_SECONDS", default=300)),
 }
 
+# --- Accounts: verification codes, login lockout, throttling ----------------------------
+VERIFICATION_CODE_TTL = timedelta(
+    seconds=env.int("VERIFICATION_CODE_TTL_SECONDS", default=600)
+)
+VERIFICATION_CODE_MAX_ATTEMPTS = env.int("VERIFICATION_CODE_MAX_ATTEMPTS", default=5)
+VERIFICATION_RESEND_INTERVAL = timedelta(
+    seconds=env.int("VERIFICATION_RESEND_SECONDS", default=60)
+)
+# After this many failed logins for one account within LOGIN_LOCKOUT_SECONDS, the
+# account is locked (429 `account_locked`) for LOGIN_LOCKOUT_SECONDS.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_LOCKOUT = timedelta(seconds=env.int("LOGIN_LOCKOUT_SECONDS", default=900))
+# Phone numbers without a +country prefix are read as numbers of this region.
+PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="KZ")
+PROFILE_IMAGE_MAX_BYTES = env.int("PROFILE_IMAGE_MAX_BYTES", default=2 * 1024 * 1024)
+PROFILE_IMAGE_MAX_SIDE = env.int("PROFILE_IMAGE_MAX_SIDE", default=4096)
+# Throttle rates ("N/second|minute|hour|day"), each from THROTTLE_<SCOPE>: per client
+# IP (`_ip`) and per account, i.e. the email or phone number given (`_account`).
+_THROTTLE_RATES = {
+    "signup_ip": "20/hour",
+    "signup_account": "5/hour",
+    "resend_ip": "20/hour",
+    "resend_account": "10/hour",
+    "token_ip": "60/minute",
+    "token_account": "20/minute",
+    "password_reset_ip": "20/hour",
+    "password_reset_account": "5/hour",
+    "verify_ip": "30/minute",
+    "password_change_user": "10/hour",
+}
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+    scope: env.str(f"THROTTLE_{scope.upper()}", default=rate)
+    for scope, rate in _THROTTLE_RATES.items()
+}
+# Proxies in front of Django that append to X-Forwarded-For (Nginx: 1). With 0
+# the client IP is REMOTE_ADDR, and a forged X-Forwarded-For cannot dodge throttles.
+REST_FRAMEWORK["NUM_PROXIES"] = env.int("NUM_PROXIES", default=0)
+
 # --- Security (TLS terminates in front of Nginx) ----------------------------------------
 BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
 if BEHIND_TLS_PROXY:

@@ -1,15 +1,54 @@
-from django.contrib.auth.hashers import make_password
+from collections.abc import Mapping
+
+from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
-from accounts.selectors import user_find_for_login
+from accounts.phones import phone_number_normalize
+from wallets.api.serializers import WalletSerializer
 
-# Compared against when no user matches, so a wrong email costs as much time as
-# a wrong password (no account enumeration by timing).
-_DUMMY_PASSWORD_HASH = make_password("not-a-real-password")
+PROFILE_IMAGE_FORMATS = {"JPEG", "PNG", "GIF", "WEBP"}
+PASSWORD_MAX_LENGTH = 128
+
+
+def _password_field() -> serializers.CharField:
+    return serializers.CharField(
+        write_only=True, trim_whitespace=False, max_length=PASSWORD_MAX_LENGTH
+    )
+
+
+@extend_schema_field({"type": "string", "example": "+77011234567", "nullable": True})
+class PhoneNumberField(serializers.CharField):
+    """A phone number in any format `phonenumbers` reads, returned in E.164;
+    an empty value means none."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 32)
+        kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("allow_null", True)
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not value:
+            return None
+        try:
+            return phone_number_normalize(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+
+
+class CodeField(serializers.RegexField):
+    def __init__(self, **kwargs):
+        super().__init__(r"^\d{6}$", **kwargs)
+        self.error_messages["invalid"] = _("The code is 6 digits.")
 
 
 class TokenObtainSerializer(serializers.Serializer):
@@ -20,33 +59,30 @@ class TokenObtainSerializer(serializers.Serializer):
     password = serializers.CharField(
         write_only=True, trim_whitespace=False, max_length=4096
     )
-    access = serializers.CharField(read_only=True)
-    refresh = serializers.CharField(read_only=True)
 
     def validate(self, attrs):
-        email, phone = attrs.get("email"), attrs.get("phone_number")
-        if bool(email) == bool(phone):
+        if bool(attrs.get("email")) == bool(attrs.get("phone_number")):
             raise serializers.ValidationError(
                 {"non_field_errors": [_("Give either email or phone_number.")]}
             )
-        user = user_find_for_login(email=email, phone_number=phone)
-        if user is None:
-            User(password=_DUMMY_PASSWORD_HASH).check_password(attrs["password"])
-            raise AuthenticationFailed(
-                _("No active account found with the given credentials."),
-                code="invalid_credentials",
-            )
-        if not user.check_password(attrs["password"]):
-            raise AuthenticationFailed(
-                _("No active account found with the given credentials."),
-                code="invalid_credentials",
-            )
-        refresh = RefreshToken.for_user(user)
-        return {
-            "refresh": str(refresh),
-            "access": str(refresh.access_token),
-            "user": user,
-        }
+        return attrs
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
+class RefreshTokenSerializer(serializers.Serializer):
+    """A refresh token that is well-signed, unexpired and not blacklisted."""
+
+    refresh = serializers.CharField()
+
+    def validate_refresh(self, value: str) -> RefreshToken:
+        try:
+            return RefreshToken(value)
+        except TokenError as exc:
+            raise InvalidToken(exc.args[0]) from None
 
 
 class UserSerializer(serializers.ModelSerializer):
@@ -62,3 +98,89 @@ class UserSerializer(serializers.ModelSerializer):
             "date_joined",
         ]
         read_only_fields = fields
+
+
+class ProfileUpdateSerializer(serializers.Serializer):
+    """PATCH users/me/: any of these; the email cannot be changed."""
+
+    first_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
+    last_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
+    phone_number = PhoneNumberField()
+    profile_image = serializers.ImageField(required=False, allow_null=True)
+
+    def validate_profile_image(self, image):
+        if image is None:
+            return None
+        if image.size > settings.PROFILE_IMAGE_MAX_BYTES:
+            raise serializers.ValidationError(
+                _("The image is larger than %(limit)s bytes.")
+                % {"limit": settings.PROFILE_IMAGE_MAX_BYTES}
+            )
+        pillow_image = getattr(image, "image", None)
+        if pillow_image is None or pillow_image.format not in PROFILE_IMAGE_FORMATS:
+            raise serializers.ValidationError(
+                _("Upload a JPEG, PNG, GIF or WebP image.")
+            )
+        if max(pillow_image.size) > settings.PROFILE_IMAGE_MAX_SIDE:
+            raise serializers.ValidationError(
+                _("The image is larger than %(side)s pixels on a side.")
+                % {"side": settings.PROFILE_IMAGE_MAX_SIDE}
+            )
+        return image
+
+    def validate(self, attrs):
+        if isinstance(self.initial_data, Mapping) and "email" in self.initial_data:
+            raise serializers.ValidationError(
+                {"email": [_("The email cannot be changed.")]}
+            )
+        return attrs
+
+
+class SignupSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+    password = _password_field()
+    phone_number = PhoneNumberField()
+    first_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
+    last_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
+
+
+class VerificationSessionSerializer(serializers.Serializer):
+    session_id = serializers.UUIDField(source="id")
+    expires_at = serializers.DateTimeField()
+
+
+class SessionIdSerializer(serializers.Serializer):
+    session_id = serializers.UUIDField()
+
+
+class CodeConfirmSerializer(SessionIdSerializer):
+    code = CodeField()
+
+
+class SignupResultSerializer(serializers.Serializer):
+    user = UserSerializer()
+    wallets = WalletSerializer(many=True)
+    access = serializers.CharField(source="tokens.access")
+    refresh = serializers.CharField(source="tokens.refresh")
+
+
+class PasswordChangeSerializer(serializers.Serializer):
+    password = _password_field()
+    new_password = _password_field()
+
+
+class PasswordResetSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+
+
+class PasswordResetConfirmSerializer(CodeConfirmSerializer):
+    new_password = _password_field()
+
+    def validate_new_password(self, value: str) -> str:
+        # The validators that need no user; the service runs them all again
+        # with the account once the code is right.
+        try:
+            validate_password(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return value
