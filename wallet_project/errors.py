@@ -128,15 +128,6 @@ class InvalidCommission(DomainError):
     message = _("The commission must be between zero and the top-up amount.")
 
 
-# --- Fees ---------------------------------------------------------------------------------
-
-
-class FeeChargeNotWaivable(DomainError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "fee_charge_not_waivable"
-    message = _("Only an outstanding fee debt can be waived.")
-
-
 # --- Accounts: verification codes and login ----------------------------------------------
 
 
