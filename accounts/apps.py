@@ -4,3 +4,11 @@ from django.apps import AppConfig
 class AccountsConfig(AppConfig):
     name = "accounts"
     verbose_name = "Accounts"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from accounts.roles import roles_post_migrate
+
+        # The back-office groups (support, finance), rebuilt after every migrate.
+        post_migrate.connect(roles_post_migrate, dispatch_uid="accounts.roles")

@@ -37,6 +37,7 @@ from transactions.models import Entry, IdempotencyKey, TopUp, Transaction
 from transactions.money import minor_digits, money_str, quantum
 from wallet_project.errors import (
     BalanceLimitExceeded,
+    Conflict,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidAmount,
@@ -155,11 +156,16 @@ def ledger_post(
     initiator: User | None = None,
     description: str = "",
     metadata: dict | None = None,
+    pending: Transaction | None = None,
 ) -> Posting:
     """Post one balanced transaction: every leg or none.
 
     Raises a domain error (and rolls back) when a wallet is missing, blocked for
     a debit, short of funds or would pass its balance limit.
+
+    With `pending`, that PENDING transaction (of the same kind) is the one that
+    gets posted, claimed by a conditional UPDATE so it is posted at most once;
+    `TransactionNotPending` when someone else decided it first.
     """
     totals: dict[str, Decimal] = defaultdict(Decimal)
     for leg in legs:
@@ -170,15 +176,18 @@ def ledger_post(
         raise ValueError(f"unbalanced posting: {dict(totals)}")
 
     now = timezone.now()
-    txn = Transaction.objects.create(
-        kind=kind,
-        status=Transaction.Status.POSTED,
-        initiator=initiator,
-        description=description,
-        metadata=metadata or {},
-        created_at=now,
-        posted_at=now,
-    )
+    if pending is None:
+        txn = Transaction.objects.create(
+            kind=kind,
+            status=Transaction.Status.POSTED,
+            initiator=initiator,
+            description=description,
+            metadata=metadata or {},
+            created_at=now,
+            posted_at=now,
+        )
+    else:
+        txn = _pending_post(pending, kind, description, metadata, now)
     posting = Posting(transaction=txn, entries=[])
     # Id order avoids deadlocks; credits before debits on the same wallet so a
     # commission can come out of the money that just arrived.
@@ -350,6 +359,136 @@ def _claim(request: IdempotencyRequest, status: int, body: Any) -> bool:
             ],
         )
         return cursor.fetchone() is not None
+
+
+# --- Adjustments (operators' two-person corrections, posted from the admin) ---------------
+#
+# An operator requests an adjustment: a PENDING `adjustment` transaction with no
+# entries, whose metadata says what it will do. A different operator approves it,
+# and only then does it post (the same row becomes POSTED with its entries and the
+# balance change, in one DB transaction) -- or rejects it. The other side of every
+# adjustment is the currency's `external` system wallet.
+
+
+class TransactionNotPending(Conflict):
+    code = "transaction_not_pending"
+    message = _("This transaction was already decided.")
+
+
+class AdjustmentSameOperator(Conflict):
+    code = "adjustment_same_operator"
+    message = _("An adjustment must be confirmed by a different operator.")
+
+
+def _pending_post(
+    pending: Transaction, kind: str, description: str, metadata: dict | None, now
+) -> Transaction:
+    """Claim a PENDING transaction for posting (ledger_post's `pending=`).
+
+    The conditional UPDATE is the claim: of two concurrent posters, the second
+    waits on the row lock, then finds it no longer pending and rolls back.
+    """
+    if pending.kind != kind:
+        raise ValueError(f"pending {pending.kind} transaction posted as {kind}")
+    claimed = Transaction.objects.filter(
+        pk=pending.pk, status=Transaction.Status.PENDING
+    ).update(
+        status=Transaction.Status.POSTED,
+        posted_at=now,
+        description=description or pending.description,
+        metadata=pending.metadata if metadata is None else metadata,
+    )
+    if not claimed:
+        raise TransactionNotPending()
+    pending.refresh_from_db()
+    return pending
+
+
+def adjustment_request(
+    *, wallet: Wallet, amount: Decimal, reason: str, requested_by: User
+) -> Transaction:
+    """Ask for a signed `amount` (credit > 0, debit < 0) on a user wallet.
+
+    Nothing moves until another operator approves. A debit larger than the
+    current balance is refused now (and checked again when it posts).
+    """
+    reason = reason.strip()
+    if not reason:
+        raise InvalidAmount(_("A reason is required."))
+    if wallet.kind != Wallet.Kind.USER:
+        raise WalletNotFound()
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount == 0:
+        raise InvalidAmount()
+    amount = amount_validate(abs(amount), wallet.currency).copy_sign(amount)
+    wallet.refresh_from_db(fields=["balance", "currency"])
+    if amount < 0 and wallet.balance.amount + amount < 0:
+        raise InsufficientFunds()
+    return Transaction.objects.create(
+        kind=Transaction.Kind.ADJUSTMENT,
+        status=Transaction.Status.PENDING,
+        initiator=requested_by,
+        description=reason[:255],
+        metadata={
+            "wallet_id": str(wallet.pk),
+            "wallet_number": wallet.number,
+            "amount": str(amount),
+            "currency": wallet.currency,
+            "reason": reason,
+            "requested_by": str(requested_by.pk),
+            "requested_by_email": requested_by.email,
+        },
+    )
+
+
+@transaction.atomic(durable=True)
+def adjustment_approve(*, transaction: Transaction, approved_by: User) -> Posting:
+    """Post a pending adjustment: wallet += amount, external -= amount.
+
+    The approver must not be the requester. A debit may come out of a blocked
+    wallet (an operator's correction is not the user sending money) but never
+    below zero.
+    """
+    if transaction.kind != Transaction.Kind.ADJUSTMENT:
+        raise TransactionNotPending()
+    metadata = transaction.metadata
+    if metadata.get("requested_by") == str(approved_by.pk):
+        raise AdjustmentSameOperator()
+    wallet = Wallet.objects.get(pk=metadata["wallet_id"], kind=Wallet.Kind.USER)
+    amount = Decimal(metadata["amount"])
+    external = system_wallet(wallet.currency, Wallet.SystemCode.EXTERNAL)
+    return ledger_post(
+        kind=Transaction.Kind.ADJUSTMENT,
+        legs=[Leg(wallet, amount, allow_blocked=True), Leg(external, -amount)],
+        initiator=transaction.initiator,
+        description=transaction.description,
+        metadata={
+            **metadata,
+            "approved_by": str(approved_by.pk),
+            "approved_by_email": approved_by.email,
+        },
+        pending=transaction,
+    )
+
+
+def adjustment_reject(
+    *, transaction: Transaction, rejected_by: User, note: str = ""
+) -> Transaction:
+    """Decline a pending adjustment (the requester may withdraw their own)."""
+    if transaction.kind != Transaction.Kind.ADJUSTMENT:
+        raise TransactionNotPending()
+    metadata = {
+        **transaction.metadata,
+        "rejected_by": str(rejected_by.pk),
+        "rejected_by_email": rejected_by.email,
+        "rejection_note": note.strip(),
+    }
+    rejected = Transaction.objects.filter(
+        pk=transaction.pk, status=Transaction.Status.PENDING
+    ).update(status=Transaction.Status.REJECTED, metadata=metadata)
+    if not rejected:
+        raise TransactionNotPending()
+    transaction.refresh_from_db()
+    return transaction
 
 
 # --- Top-ups (payment provider) -------------------------------------------------------------

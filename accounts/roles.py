@@ -1,0 +1,71 @@
+"""Operators' roles: the back-office groups and what each may do.
+
+- support: read-only, sees every back-office screen and changes nothing.
+- finance: support's view, plus what moves or freezes money: block/unblock and
+  adjust wallets (change_wallet; an adjustment also needs a second operator),
+  decide top-ups, waive fee charges, edit exchange rates.
+
+Neither group may change users (that would let an operator grant themselves
+superuser status): deactivating users and managing operators stays with
+superusers. The groups are built from Django's own view_/change_/add_
+permissions by a post_migrate receiver, so a fresh database has them after
+`migrate`; an operator's extra grants made in the admin are kept.
+"""
+
+from django.contrib.auth.models import Group, Permission
+from django.db.models import Q
+
+SUPPORT = "support"
+FINANCE = "finance"
+
+_VIEWED = {
+    "accounts": ["user"],
+    "wallets": ["wallet", "exchangerate"],
+    "transactions": ["transaction", "entry", "topup"],
+    "fees": ["feecharge"],
+    "admin": ["logentry"],
+    "django_celery_beat": [
+        "periodictask",
+        "intervalschedule",
+        "crontabschedule",
+        "clockedschedule",
+        "solarschedule",
+    ],
+}
+_FINANCE_EXTRA = {
+    "wallets": ["change_wallet", "add_exchangerate", "change_exchangerate"],
+    "transactions": ["change_topup"],
+    "fees": ["change_feecharge"],
+}
+
+
+def _codenames() -> dict[str, dict[str, list[str]]]:
+    support = {
+        app: [f"view_{model}" for model in models] for app, models in _VIEWED.items()
+    }
+    finance = {app: list(codenames) for app, codenames in support.items()}
+    for app, codenames in _FINANCE_EXTRA.items():
+        finance.setdefault(app, []).extend(codenames)
+    return {SUPPORT: support, FINANCE: finance}
+
+
+def _permissions(by_app: dict[str, list[str]], using: str):
+    query = Q(pk__in=[])
+    for app, codenames in by_app.items():
+        query |= Q(content_type__app_label=app, codename__in=codenames)
+    return Permission.objects.using(using).filter(query)
+
+
+def roles_ensure(*, using: str = "default") -> None:
+    """Create the groups and grant them whichever of their permissions exist.
+
+    Idempotent; a model whose app has not been migrated yet gets its permission
+    granted on a later call (the receiver runs after every app's migration).
+    """
+    for name, by_app in _codenames().items():
+        group, _created = Group.objects.using(using).get_or_create(name=name)
+        group.permissions.add(*_permissions(by_app, using))
+
+
+def roles_post_migrate(sender, using="default", **kwargs) -> None:
+    roles_ensure(using=using)

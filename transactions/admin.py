@@ -1,0 +1,272 @@
+"""The ledger in the back-office: read-only for everyone, superusers included.
+
+The ledger is corrected only by new transactions (adjustments, reversals), never
+by editing or deleting one. Adjustments are requested on a wallet's page and
+confirmed (or rejected) here by a different operator.
+"""
+
+import json
+import uuid
+from collections import defaultdict
+from decimal import Decimal
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Prefetch, Q
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import User
+from transactions import services as ledger
+from transactions.models import Entry, Transaction
+from wallet_project.errors import DomainError
+from wallets.models import Wallet
+
+ADJUST_PERMISSION = "wallets.change_wallet"
+
+
+def _as_uuid(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value).strip())
+    except ValueError:
+        return None
+
+
+class _ByIdFilter(admin.SimpleListFilter):
+    """A filter set by links elsewhere in the admin (`?wallet=<id>`), shown in the
+    sidebar only while it is in use, so it can be cleared."""
+
+    model: type
+
+    def lookups(self, request, model_admin):
+        wanted = _as_uuid(self.value())
+        obj = wanted and self.model.objects.filter(pk=wanted).first()
+        return [(self.value(), str(obj))] if obj else []
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        wanted = _as_uuid(self.value())
+        if wanted is None:
+            return queryset.none()
+        return queryset.filter(pk__in=self.entries(wanted).values("transaction_id"))
+
+    def entries(self, wanted: uuid.UUID):
+        raise NotImplementedError
+
+
+class WalletFilter(_ByIdFilter):
+    title = _("wallet")
+    parameter_name = "wallet"
+    model = Wallet
+
+    def entries(self, wanted):
+        return Entry.objects.filter(wallet_id=wanted)
+
+
+class OwnerFilter(_ByIdFilter):
+    title = _("user")
+    parameter_name = "owner"
+    model = User
+
+    def entries(self, wanted):
+        return Entry.objects.filter(wallet__owner_id=wanted)
+
+
+class EntryInline(admin.TabularInline):
+    model = Entry
+    fields = ["wallet", "amount", "balance_after", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("wallet")
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Transaction)
+class TransactionAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "kind",
+        "status",
+        "amounts",
+        "description",
+        "initiator",
+        "created_at",
+        "posted_at",
+    ]
+    list_filter = [
+        "kind",
+        "status",
+        ("created_at", admin.DateFieldListFilter),
+        WalletFilter,
+        OwnerFilter,
+    ]
+    list_select_related = ["initiator"]
+    search_fields = ["id"]  # see get_search_results
+    search_help_text = _("A transaction id, or a wallet number or id.")
+    show_full_result_count = False
+    inlines = [EntryInline]
+    fields = [
+        "id",
+        "kind",
+        "status",
+        "amounts",
+        "description",
+        "initiator",
+        "created_at",
+        "posted_at",
+        "metadata_pretty",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(
+                Prefetch("entries", queryset=Entry.objects.order_by("id"))
+            )
+        )
+
+    @admin.display(description=_("amount"))
+    def amounts(self, txn: Transaction) -> str:
+        """The money moved, per currency (the sum of the credit legs); a pending
+        adjustment shows what it would move."""
+        moved: dict[str, Decimal] = defaultdict(Decimal)
+        for entry in txn.entries.all():
+            if entry.amount.amount > 0:
+                moved[entry.currency] += entry.amount.amount
+        if not moved and "amount" in txn.metadata:
+            return f"{txn.metadata['amount']} {txn.metadata.get('currency', '')}"
+        return ", ".join(f"{amount:,.2f} {cur}" for cur, amount in moved.items())
+
+    @admin.display(description=_("metadata"))
+    def metadata_pretty(self, txn: Transaction) -> str:
+        return format_html(
+            "<pre>{}</pre>", json.dumps(txn.metadata, indent=2, sort_keys=True)
+        )
+
+    def get_search_results(self, request, queryset, search_term):
+        """A transaction id; a wallet id or number finds that wallet's transactions."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        wanted = _as_uuid(term)
+        if wanted is not None:
+            in_wallet = Entry.objects.filter(wallet_id=wanted).values("transaction_id")
+            return queryset.filter(Q(pk=wanted) | Q(pk__in=in_wallet)), False
+        in_wallet = Entry.objects.filter(wallet__number=term.replace(" ", ""))
+        return queryset.filter(pk__in=in_wallet.values("transaction_id")), False
+
+    # --- The ledger is append-only: no add/change/delete for anyone -----------------
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        txn = self.get_object(request, object_id)
+        extra_context = {
+            **(extra_context or {}),
+            "is_pending_adjustment": txn is not None
+            and txn.kind == Transaction.Kind.ADJUSTMENT
+            and txn.status == Transaction.Status.PENDING,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    # --- Two-person adjustments ---------------------------------------------------------
+
+    def get_urls(self):
+        return [
+            path(
+                "<uuid:object_id>/review/",
+                self.admin_site.admin_view(self.review_view),
+                name="transactions_transaction_review",
+            ),
+            *super().get_urls(),
+        ]
+
+    def review_view(self, request: HttpRequest, object_id):
+        """Confirm or reject a pending adjustment. Whoever requested it may only
+        withdraw it (reject); a different operator confirms it."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        txn = get_object_or_404(
+            Transaction, pk=object_id, kind=Transaction.Kind.ADJUSTMENT
+        )
+        may_decide = request.user.has_perm(ADJUST_PERMISSION)
+        if request.method == "POST":
+            if not may_decide:
+                raise PermissionDenied
+            self._decide(request, txn, request.POST.get("decision", ""))
+            return HttpResponseRedirect(request.path)
+        metadata = txn.metadata
+        wallet = Wallet.objects.filter(pk=metadata.get("wallet_id")).first()
+        amount = Decimal(metadata.get("amount", "0"))
+        own_request = metadata.get("requested_by") == str(request.user.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Adjustment %(id)s") % {"id": txn.pk},
+            "txn": txn,
+            "original": txn,
+            "wallet": wallet,
+            "amount": amount,
+            "balance_after": (wallet.balance.amount + amount) if wallet else None,
+            "is_pending": txn.status == Transaction.Status.PENDING,
+            "may_decide": may_decide,
+            "may_approve": may_decide and not own_request,
+            "own_request": own_request,
+        }
+        return TemplateResponse(
+            request, "admin/transactions/transaction/review.html", context
+        )
+
+    def _decide(self, request, txn: Transaction, decision: str) -> None:
+        metadata = txn.metadata
+        what = (
+            f"adjustment {Decimal(metadata['amount']):+} {metadata['currency']} "
+            f"on wallet {metadata['wallet_number']}"
+        )
+        try:
+            if decision == "approve":
+                ledger.adjustment_approve(transaction=txn, approved_by=request.user)
+                message = f"Approved {what}. Reason: {metadata['reason']}"
+            elif decision == "reject":
+                note = request.POST.get("note", "").strip()
+                ledger.adjustment_reject(
+                    transaction=txn, rejected_by=request.user, note=note
+                )
+                message = f"Rejected {what}. Note: {note or '-'}"
+            else:
+                self.message_user(request, _("Unknown decision."), messages.ERROR)
+                return
+        except DomainError as error:
+            self.message_user(request, error.detail, messages.ERROR)
+            return
+        txn.refresh_from_db()
+        self.log_change(request, txn, message)
+        wallet = Wallet.objects.filter(pk=metadata["wallet_id"]).first()
+        if wallet is not None:
+            self.log_change(request, wallet, message)
+        self.message_user(request, message, messages.SUCCESS)

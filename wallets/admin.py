@@ -1,0 +1,306 @@
+"""Wallets in the back-office: found by number, owner email or id; balances are
+shown and never editable; block, unblock and adjust call the services, and each
+leaves a LogEntry with the operator's reason."""
+
+import uuid
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, Sum
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST
+
+from transactions import services as ledger
+from wallet_project.admin_forms import AdjustmentForm, ReasonForm, reason_action
+from wallet_project.errors import DomainError
+from wallets import services
+from wallets.models import Wallet
+
+
+def wallet_transactions_url(wallet: Wallet) -> str:
+    return f"{reverse('admin:transactions_transaction_changelist')}?wallet={wallet.pk}"
+
+
+@admin.register(Wallet)
+class WalletAdmin(admin.ModelAdmin):
+    list_display = [
+        "number",
+        "owner",
+        "currency",
+        "balance_display",
+        "status",
+        "kind",
+        "system_code",
+        "created_at",
+    ]
+    list_filter = ["currency", "status", "kind", "system_code"]
+    list_select_related = ["owner"]
+    search_fields = ["number", "owner__email"]
+    search_help_text = _("Wallet number, owner email, or a wallet/owner id.")
+    ordering = ["-created_at"]
+    show_full_result_count = False
+    actions = ["block_wallets", "unblock_wallets", "adjust_wallet"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "number",
+                    "owner",
+                    "kind",
+                    "system_code",
+                    "currency",
+                    "name",
+                    "balance_display",
+                    "ledger_balance",
+                ]
+            },
+        ),
+        (
+            _("Status"),
+            {"fields": ["status", "blocked_reason", "next_fee_at", "transactions"]},
+        ),
+        (_("Dates"), {"fields": ["created_at", "updated_at"]}),
+    ]
+    readonly_fields = [
+        "number",
+        "owner",
+        "kind",
+        "system_code",
+        "currency",
+        "name",
+        "balance_display",
+        "ledger_balance",
+        "status",
+        "blocked_reason",
+        "next_fee_at",
+        "transactions",
+        "created_at",
+        "updated_at",
+    ]
+
+    # --- What operators see ------------------------------------------------------
+
+    @admin.display(description=_("balance"), ordering="balance")
+    def balance_display(self, wallet: Wallet) -> str:
+        if wallet.kind == Wallet.Kind.SYSTEM:
+            return _("(from entries)")
+        return f"{wallet.balance.amount:,.2f} {wallet.currency}"
+
+    @admin.display(description=_("sum of entries"))
+    def ledger_balance(self, wallet: Wallet) -> str:
+        """What the ledger says; equals the balance column on a user wallet."""
+        total = wallet.entries.aggregate(total=Sum("amount"))["total"] or 0
+        return f"{total:,.2f} {wallet.currency}"
+
+    @admin.display(description=_("transactions"))
+    def transactions(self, wallet: Wallet) -> str:
+        return format_html(
+            '<a href="{}">{}</a>', wallet_transactions_url(wallet), _("Transactions")
+        )
+
+    def get_search_results(self, request, queryset, search_term):
+        try:
+            wanted = uuid.UUID(search_term.strip())
+        except ValueError:
+            return super().get_search_results(request, queryset, search_term)
+        return queryset.filter(Q(pk=wanted) | Q(owner_id=wanted)), False
+
+    # --- Nobody edits a wallet row directly ------------------------------------------
+
+    def has_add_permission(self, request) -> bool:
+        return False  # wallets are opened by their owners (wallet_create)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # the ledger refers to them forever
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        wallet = self.get_object(request, object_id)
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "show_delete": False,
+            "can_operate": wallet is not None
+            and wallet.kind == Wallet.Kind.USER
+            and self.has_change_permission(request, wallet),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request, obj, form, change) -> None:
+        raise PermissionDenied  # every field is read-only; changes go through services
+
+    # --- Operations: block, unblock, adjust ----------------------------------------
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<uuid:object_id>/block/",
+                view(self.block_view),
+                name="wallets_wallet_block",
+            ),
+            path(
+                "<uuid:object_id>/unblock/",
+                view(require_POST(self.unblock_view)),
+                name="wallets_wallet_unblock",
+            ),
+            path(
+                "<uuid:object_id>/adjust/",
+                view(self.adjust_view),
+                name="wallets_wallet_adjust",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _user_wallet(self, request, object_id) -> Wallet:
+        wallet = get_object_or_404(Wallet, pk=object_id, kind=Wallet.Kind.USER)
+        if not self.has_change_permission(request, wallet):
+            raise PermissionDenied
+        return wallet
+
+    def _page(self, request, wallet: Wallet, template: str, **context):
+        return TemplateResponse(
+            request,
+            template,
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "wallet": wallet,
+                "original": wallet,
+                **context,
+            },
+        )
+
+    def _change_url(self, wallet: Wallet) -> str:
+        return reverse("admin:wallets_wallet_change", args=[wallet.pk])
+
+    def block_view(self, request: HttpRequest, object_id):
+        wallet = self._user_wallet(request, object_id)
+        form = ReasonForm(request.POST if request.method == "POST" else None)
+        if form.is_bound and form.is_valid():
+            self._block(request, wallet, form.cleaned_data["reason"])
+            return HttpResponseRedirect(self._change_url(wallet))
+        return self._page(
+            request,
+            wallet,
+            "admin/wallets/wallet/block.html",
+            title=_("Block wallet %(number)s") % {"number": wallet.number},
+            form=form,
+        )
+
+    def unblock_view(self, request: HttpRequest, object_id):
+        wallet = self._user_wallet(request, object_id)
+        self._unblock(request, wallet)
+        return HttpResponseRedirect(self._change_url(wallet))
+
+    def adjust_view(self, request: HttpRequest, object_id):
+        wallet = self._user_wallet(request, object_id)
+        form = AdjustmentForm(request.POST if request.method == "POST" else None)
+        if form.is_bound and form.is_valid():
+            amount = form.cleaned_data["amount"]
+            reason = form.cleaned_data["reason"]
+            try:
+                pending = ledger.adjustment_request(
+                    wallet=wallet,
+                    amount=amount,
+                    reason=reason,
+                    requested_by=request.user,
+                )
+            except DomainError as error:
+                form.add_error("amount", error.detail)
+            else:
+                self.log_change(
+                    request,
+                    wallet,
+                    f"Requested adjustment {amount:+} {wallet.currency} "
+                    f"(transaction {pending.pk}). Reason: {reason}",
+                )
+                self.message_user(
+                    request,
+                    _(
+                        "Adjustment requested. It posts once a different operator "
+                        "confirms it."
+                    ),
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(
+                    reverse("admin:transactions_transaction_review", args=[pending.pk])
+                )
+        return self._page(
+            request,
+            wallet,
+            "admin/wallets/wallet/adjust.html",
+            title=_("Adjust wallet %(number)s") % {"number": wallet.number},
+            form=form,
+        )
+
+    def _block(self, request, wallet: Wallet, reason: str) -> None:
+        services.wallet_block(wallet=wallet, reason=reason)
+        self.log_change(request, wallet, f"Blocked. Reason: {reason}")
+        self.message_user(
+            request,
+            _("Wallet %(number)s blocked.") % {"number": wallet.number},
+            messages.SUCCESS,
+        )
+
+    def _unblock(self, request, wallet: Wallet) -> None:
+        if not wallet.is_blocked:
+            self.message_user(
+                request,
+                _("Wallet %(number)s is not blocked.") % {"number": wallet.number},
+                messages.WARNING,
+            )
+            return
+        previous = wallet.blocked_reason
+        services.wallet_unblock(wallet=wallet)
+        self.log_change(request, wallet, f"Unblocked (was blocked: {previous}).")
+        self.message_user(
+            request,
+            _("Wallet %(number)s unblocked.") % {"number": wallet.number},
+            messages.SUCCESS,
+        )
+
+    @admin.action(description=_("Block selected wallets"), permissions=["change"])
+    def block_wallets(self, request, queryset):
+        return reason_action(
+            self,
+            request,
+            queryset.filter(kind=Wallet.Kind.USER),
+            action="block_wallets",
+            title=_("Block wallets"),
+            intro=_(
+                "A blocked wallet can receive money but cannot send it until it is "
+                "unblocked."
+            ),
+            apply=lambda request, wallets, form: [
+                self._block(request, wallet, form.cleaned_data["reason"])
+                for wallet in wallets
+            ],
+        )
+
+    @admin.action(description=_("Unblock selected wallets"), permissions=["change"])
+    def unblock_wallets(self, request, queryset):
+        for wallet in queryset.filter(kind=Wallet.Kind.USER):
+            self._unblock(request, wallet)
+
+    @admin.action(
+        description=_("Adjust the selected wallet (needs a second operator)"),
+        permissions=["change"],
+    )
+    def adjust_wallet(self, request, queryset):
+        wallets = list(queryset.filter(kind=Wallet.Kind.USER)[:2])
+        if len(wallets) != 1:
+            self.message_user(
+                request, _("Select exactly one user wallet to adjust."), messages.ERROR
+            )
+            return None
+        return HttpResponseRedirect(
+            reverse("admin:wallets_wallet_adjust", args=[wallets[0].pk])
+        )
