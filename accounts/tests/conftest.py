@@ -15,6 +15,16 @@ from wallet_project.celery import app as celery_app
 CODE_RE = re.compile(r"\b(\d{6})\b")
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:
+    """Logins are what these tests repeat most; PBKDF2 would make them crawl.
+    (Hashes made with the default hasher still verify.)"""
+    settings.PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+        *settings.PASSWORD_HASHERS,
+    ]
+
+
 @pytest.fixture
 def celery_eager() -> Iterator[None]:
     """Tasks run in-process (the broker is not mocked: it is not used at all)."""
