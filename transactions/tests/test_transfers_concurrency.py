@@ -113,3 +113,23 @@ def test_opposite_cross_currency_transfers_at_once_never_deadlock(make_wallet):
     assert b.balance.amount == Decimal("10.00") + b_change
     assert Transaction.objects.filter(kind="transfer").count() == len(done)
     assert ledger_reconcile().clean
+
+
+def test_identical_transfer_requests_in_flight_at_once_move_money_once(make_wallet):
+    a = make_wallet(currency="KZT", balance="100.00")
+    b = make_wallet(currency="KZT")
+    body = {"from_wallet": str(a.id), "to_wallet_number": b.number, "amount": "30.00"}
+
+    def work(i: int):
+        response = client_for(a.owner).post(
+            "/api/v1/transfers/", body, format="json", HTTP_IDEMPOTENCY_KEY="once"
+        )
+        return response.status_code, response.json()
+
+    results = run_in_threads(12, work)
+    assert {status for status, _ in results} == {201}
+    assert len({body["transaction_id"] for _, body in results}) == 1
+    a.refresh_from_db()
+    b.refresh_from_db()
+    assert (a.balance.amount, b.balance.amount) == (Decimal("70.00"), Decimal("30.00"))
+    assert Transaction.objects.filter(kind="transfer").count() == 1
