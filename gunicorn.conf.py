@@ -88,7 +88,13 @@ if os.environ.get("LOG_FORMAT", "json") == "json":
         },
         "loggers": {
             "gunicorn.error": {"handlers": ["console"], "propagate": False},
-            "gunicorn.access": {"handlers": ["console"], "propagate": False},
+            # Setting logconfig_dict switches Gunicorn's access log on: keep it
+            # quiet unless GUNICORN_ACCESSLOG asks for it.
+            "gunicorn.access": {
+                "handlers": ["console"],
+                "propagate": False,
+                "level": "INFO" if accesslog else "WARNING",
+            },
         },
     }
 

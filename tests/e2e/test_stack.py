@@ -1,0 +1,257 @@
+"""The production processes, for real, through Nginx only: Nginx -> Gunicorn (gevent)
+-> PostgreSQL/Redis, with a Celery worker and beat (tests/stack.py starts them).
+
+The tests of this module share one running stack, in file order; the last one stops
+it and checks that nothing is left behind.
+"""
+
+import json
+import re
+import secrets
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+
+import django.contrib.admin
+import psycopg
+import pytest
+
+from tests.stack import Stack, http_request, message_text
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "e2e-Correct-Horse-9"
+
+
+def _json_lines(text: str) -> list[dict]:
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue
+    return lines
+
+
+def _access_lines(stack: Stack) -> list[dict]:
+    """Django's access log (wallet.access), one JSON object per request."""
+    return [
+        line
+        for line in _json_lines(stack.log("web"))
+        if line.get("logger") == "wallet.access"
+    ]
+
+
+def _sign_up(stack: Stack, smtp, email: str) -> dict:
+    """POST auth/signup/ -> the Celery worker mails the code -> confirm it."""
+    started = stack.request(
+        "POST",
+        "/api/v1/auth/signup/",
+        json_body={
+            "email": email,
+            "password": PASSWORD,
+            "phone_number": f"+7701{secrets.randbelow(10**7):07d}",
+        },
+    )
+    assert started.status == 201, started.body
+    message = smtp.wait_for(to=email, timeout=30)
+    code = re.search(r"\b(\d{6})\b", message_text(message)).group(1)
+    confirmed = stack.request(
+        "POST",
+        "/api/v1/auth/signup/confirm/",
+        json_body={"session_id": started.json()["session_id"], "code": code},
+    )
+    assert confirmed.status == 201, confirmed.body
+    return confirmed.json()
+
+
+def test_nginx_serves_static_files_from_disk_not_django(stack):
+    """The admin's stylesheet comes from Nginx: Gunicorn itself (DEBUG off) has no
+    such URL, and Django's access log never sees the request."""
+    source = Path(django.contrib.admin.__file__).parent / "static/admin/css/base.css"
+
+    via_nginx = stack.request("GET", "/static/admin/css/base.css")
+    direct = http_request("GET", stack.web_url + "/static/admin/css/base.css")
+
+    assert via_nginx.status == 200
+    assert via_nginx.body == source.read_bytes()
+    assert via_nginx.headers["content-type"] == "text/css"
+    assert "max-age=604800" in via_nginx.headers["cache-control"]
+    assert direct.status == 404
+    assert direct.json()["code"] == "not_found"
+    served_id = via_nginx.headers["x-request-id"]
+    assert served_id not in [line["request_id"] for line in _access_lines(stack)]
+    assert served_id in stack.log("nginx-access")
+
+
+def test_nginx_serves_media_sandboxed(stack):
+    """Uploads are served from disk, but never as an active page of the site."""
+    (stack.media_root / "e2e-probe.html").write_text("<script>alert(1)</script>")
+
+    response = stack.request("GET", "/media/e2e-probe.html")
+
+    assert response.status == 200
+    assert response.body == b"<script>alert(1)</script>"
+    assert "sandbox" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_health_endpoints_through_nginx(stack):
+    healthz = stack.request("GET", "/healthz")
+    readyz = stack.request("GET", "/readyz")
+
+    assert (healthz.status, healthz.json()) == (200, {"status": "ok"})
+    assert readyz.status == 200
+    assert readyz.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "redis": "ok"},
+    }
+
+
+def test_sign_up_deposit_transfer_through_nginx(stack, smtp):
+    """Two people sign up with emailed codes (sent by the Celery worker), one
+    deposits and transfers to the other; balances, the request id and the logs
+    all line up."""
+    alice = _sign_up(stack, smtp, f"alice-{uuid.uuid4().hex[:8]}@example.com")
+    bob = _sign_up(stack, smtp, f"bob-{uuid.uuid4().hex[:8]}@example.com")
+    assert "verification_code_send" in stack.log("worker")
+    assert "succeeded" in stack.log("worker")
+    alice_wallet, bob_wallet = alice["wallets"][0], bob["wallets"][0]
+    assert (alice_wallet["currency"], bob_wallet["currency"]) == ("KZT", "KZT")
+
+    deposit = stack.request(
+        "POST",
+        f"/api/v1/wallets/{alice_wallet['id']}/operation",
+        json_body={"operation_type": "DEPOSIT", "amount": "1000.00"},
+        token=alice["access"],
+        headers={"Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert deposit.status == 201, deposit.body
+    assert deposit.json()["new_balance"] == "1000.00"
+
+    transfer_key = str(uuid.uuid4())
+    transfer_body = {
+        "from_wallet": alice_wallet["id"],
+        "to_wallet_number": bob_wallet["number"],
+        "amount": "250.50",
+    }
+    transfer = stack.request(
+        "POST",
+        "/api/v1/transfers/",
+        json_body=transfer_body,
+        token=alice["access"],
+        headers={"Idempotency-Key": transfer_key, "X-Request-ID": "e2e-transfer-1"},
+    )
+    replay = stack.request(
+        "POST",
+        "/api/v1/transfers/",
+        json_body=transfer_body,
+        token=alice["access"],
+        headers={"Idempotency-Key": transfer_key},
+    )
+
+    assert transfer.status == 201, transfer.body
+    assert transfer.json()["credited_amount"] == "250.50"
+    assert (replay.status, replay.json()) == (transfer.status, transfer.json())
+    alice_now = stack.request(
+        "GET", f"/api/v1/wallets/{alice_wallet['id']}/", token=alice["access"]
+    ).json()
+    bob_now = stack.request(
+        "GET", f"/api/v1/wallets/{bob_wallet['id']}/", token=bob["access"]
+    ).json()
+    assert Decimal(alice_now["balance"]) == Decimal("749.50")
+    assert Decimal(bob_now["balance"]) == Decimal("250.50")
+
+    # One request id from the client to Nginx's log, Django's log and back.
+    assert transfer.headers["x-request-id"] == "e2e-transfer-1"
+    (django_line,) = [
+        line for line in _access_lines(stack) if line["request_id"] == "e2e-transfer-1"
+    ]
+    assert django_line["path"] == "/api/v1/transfers/"
+    assert django_line["status"] == 201
+    assert django_line["user_id"] == alice["user"]["id"]
+    assert django_line["duration_ms"] >= 0
+    nginx_lines = [
+        line
+        for line in _json_lines(stack.log("nginx-access"))
+        if line["request_id"] == "e2e-transfer-1"
+    ]
+    assert [(line["uri"], line["status"]) for line in nginx_lines] == [
+        ("/api/v1/transfers/", 201)
+    ]
+
+
+def test_256_concurrent_clients_do_not_exhaust_connections(
+    stack, smtp, e2e_database_url
+):
+    """256 clients at once through Nginx: every answer is a 200 (or a deliberate
+    503 with Retry-After), and the web process never holds more connections than
+    its pools allow (2 workers x 8), whatever the number of greenlets."""
+    token = _sign_up(stack, smtp, f"load-{uuid.uuid4().hex[:8]}@example.com")["access"]
+    clients = 256
+    barrier = threading.Barrier(clients)
+
+    def one_client(_):
+        barrier.wait(timeout=30)
+        return stack.request("GET", "/api/v1/wallets/", token=token, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        responses = list(pool.map(one_client, range(clients)))
+
+    statuses = [r.status for r in responses]
+    assert all(
+        s == 200 or (s == 503 and r.headers.get("retry-after"))
+        for s, r in zip(statuses, responses, strict=True)
+    ), sorted(set(statuses))
+    assert statuses.count(200) >= clients * 0.9
+    logs = stack.log("web") + stack.log("worker") + stack.log("nginx-error")
+    assert "too many connections" not in logs.lower()
+    assert "remaining connection slots" not in logs.lower()
+    dbname = e2e_database_url.rsplit("/", 1)[1]
+    with psycopg.connect(e2e_database_url.rsplit("/", 1)[0] + "/postgres") as conn:
+        (backends,) = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [dbname]
+        ).fetchone()
+    # The web's pools (2 x 8) + the Celery worker's pool processes and beat.
+    assert backends <= 2 * 8 + 4
+
+
+def test_nginx_limits_the_auth_endpoints_with_429(stack):
+    """A burst at the auth endpoints is cut by Nginx's limit_req with a JSON 429
+    (never a 503), before it reaches Django."""
+    clients = 60
+    barrier = threading.Barrier(clients)
+
+    def one_client(_):
+        barrier.wait(timeout=30)
+        return stack.request(
+            "POST", "/api/v1/auth/token/refresh/", json_body={"refresh": "forged"}
+        )
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        responses = list(pool.map(one_client, range(clients)))
+
+    limited = [r for r in responses if r.status == 429]
+    assert limited
+    assert {r.status for r in responses} <= {400, 401, 429}
+    assert limited[0].json()["code"] == "throttled"
+    assert limited[0].headers["retry-after"]
+    # Nginx answered those itself: no upstream status in its access log.
+    nginx_429 = [
+        line
+        for line in _json_lines(stack.log("nginx-access"))
+        if line["uri"] == "/api/v1/auth/token/refresh/" and line["status"] == 429
+    ]
+    assert nginx_429
+    assert all(line["upstream_status"] == "" for line in nginx_429)
+
+
+def test_the_stack_stops_cleanly(stack):
+    """Graceful stop: every process exits with 0 and leaves no child behind."""
+    codes = stack.stop()
+
+    assert codes == {"nginx": 0, "web": 0, "beat": 0, "worker": 0}
+    assert stack.leftovers() == []

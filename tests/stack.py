@@ -1,0 +1,556 @@
+"""Run the production processes for real, on loopback, without Docker.
+
+Nginx (Debian's /usr/sbin/nginx with the project's nginx/nginx.conf.template),
+Gunicorn with gevent workers (gunicorn.conf.py), a Celery worker and Celery beat,
+against a PostgreSQL database and a Redis you name. For end-to-end tests, the
+hostile suite and benchmarks:
+
+    from tests.stack import fresh_database, running_stack, smtp_sink
+
+    with fresh_database("postgres://postgres@127.0.0.1:5432/wallet") as db_url, \\
+            smtp_sink() as smtp, \\
+            running_stack(database_url=db_url, redis_url="redis://127.0.0.1:6379/6",
+                          email_url=smtp.url) as stack:
+        urllib.request.urlopen(stack.url + "/readyz")   # through Nginx
+        stack.manage("createsuperuser", "--noinput", env={...})
+        smtp.wait_for(to="a@example.com")
+
+API (everything else here is an implementation detail):
+- `fresh_database(base_url, *, prefix="wallet_e2e")`: creates `<prefix>_<random>`
+  on the server of `base_url`, migrates it, yields its URL, drops it afterwards.
+- `running_stack(**options)` / `Stack.start(**options)` + `stack.stop()`; options:
+  `database_url`, `redis_url` (required); `email_url` (default: console);
+  `web_workers` (2); `celery` (True: start worker and beat); `settings_module`;
+  `env` (extra environment for every process, e.g. `{"DATABASE_POOL_MAX": "8"}`);
+  `startup_timeout` (60 s).
+- `Stack`: `url` (Nginx, the way in), `web_url` (Gunicorn direct: only to prove a
+  point), `env`, `workdir`, `static_root`, `media_root`, `request(method, path,
+  json_body=, token=, headers=)` (through Nginx, returns `HttpResponse` with
+  `status`, `headers`, `body`, `json()`), `log(name)` for
+  `web|worker|beat|nginx|nginx-access|nginx-error` and `manage(*args)`. `stop()` stops
+  everything (graceful, then SIGKILL after a grace period) and returns the exit
+  codes; `leftovers()` lists any process of the stack still alive.
+- `smtp_sink()`: an SMTP server on loopback (aiosmtpd); `.url` is an EMAIL_URL,
+  `.messages` what arrived, `.wait_for(to=..., timeout=...)` waits for one.
+
+Each stack gets its own CACHE_KEY_PREFIX (throttle counters never leak between
+runs) and a fresh SECRET_KEY. Processes run in their own process groups, so a
+stop reaches Gunicorn's workers and Celery's pool children too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.message
+import http.client
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+REPO = Path(__file__).resolve().parent.parent
+NGINX_TEMPLATE = REPO / "nginx" / "nginx.conf.template"
+NGINX_BINARY = shutil.which("nginx") or "/usr/sbin/nginx"
+
+# The values nginx/nginx.conf is rendered with (Docker Compose: see docker-compose.yml).
+COMPOSE_NGINX = {
+    "user": "nginx",
+    "listen": "8080",
+    "upstream": "web:8000",
+    "static_root": "/var/www/wallet/static",
+    "media_root": "/var/www/wallet/media",
+    "temp_dir": "/var/cache/nginx",
+    "pid_file": "/var/run/nginx.pid",
+    "error_log": "/dev/stderr",
+    "access_log": "/dev/stdout",
+    "proxy_params": "/etc/nginx/wallet/proxy.conf",
+}
+
+_PLACEHOLDER = re.compile(r"\{\{ (\w+) \}\}")
+
+
+def render_nginx_conf(**values: str) -> str:
+    """nginx/nginx.conf.template with every `{{ name }}` replaced (all required)."""
+    template = NGINX_TEMPLATE.read_text()
+    names = set(_PLACEHOLDER.findall(template))
+    if missing := names - values.keys():
+        raise KeyError(f"nginx template needs {sorted(missing)}")
+    if unknown := values.keys() - names:
+        raise KeyError(f"nginx template has no {sorted(unknown)}")
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- Databases ------------------------------------------------------------------------
+
+
+def _with_dbname(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+
+def _admin_connection(url: str):
+    import psycopg
+
+    return psycopg.connect(_with_dbname(url, "postgres"), autocommit=True)
+
+
+def create_database(base_url: str, *, prefix: str = "wallet_e2e") -> str:
+    """Create an empty `<prefix>_<random>` next to `base_url`'s database; its URL."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with _admin_connection(base_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return _with_dbname(base_url, name)
+
+
+def drop_database(url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
+    with _admin_connection(url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def manage(*args: str, env: dict[str, str], timeout: float = 300) -> str:
+    """Run `manage.py <args>` with exactly `env` (plus PATH); its output, or raise."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"manage.py {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    return result.stdout
+
+
+def _base_env(database_url: str, redis_url: str = "") -> dict[str, str]:
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.update(
+        DJANGO_SETTINGS_MODULE="wallet_project.settings",
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        SECRET_KEY=secrets.token_urlsafe(50),
+        DEBUG="false",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        EMAIL_URL="consolemail://",
+        PYTHONUNBUFFERED="1",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    return env
+
+
+@contextlib.contextmanager
+def fresh_database(base_url: str, *, prefix: str = "wallet_e2e") -> Iterator[str]:
+    """A new, migrated database on `base_url`'s server; dropped on exit."""
+    url = create_database(base_url, prefix=prefix)
+    try:
+        manage("migrate", "--noinput", env=_base_env(url))
+        yield url
+    finally:
+        drop_database(url)
+
+
+# --- SMTP -----------------------------------------------------------------------------
+
+
+class SmtpSink:
+    """An SMTP server on 127.0.0.1 that keeps what it receives (aiosmtpd)."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[email.message.Message] = []
+        self._arrived = threading.Condition()
+        self.port = free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd's hook name
+        message = email.message_from_bytes(envelope.content)
+        message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
+        with self._arrived:
+            self.messages.append(message)
+            self._arrived.notify_all()
+        return "250 OK"
+
+    def wait_for(self, *, to: str, timeout: float = 30) -> email.message.Message:
+        """The first message to `to`; raise TimeoutError if none arrives in time."""
+
+        def find():
+            return next((m for m in self.messages if to in m["X-Envelope-To"]), None)
+
+        with self._arrived:
+            if not self._arrived.wait_for(find, timeout=timeout):
+                raise TimeoutError(f"no email to {to} within {timeout}s")
+            return find()
+
+    def start(self) -> SmtpSink:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
+@contextlib.contextmanager
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink().start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+def message_text(message: email.message.Message) -> str:
+    """The text/plain body of an email (the first text part of a multipart one)."""
+    part = next(
+        (p for p in message.walk() if p.get_content_type() == "text/plain"), message
+    )
+    payload = part.get_payload(decode=True)
+    return payload.decode(part.get_content_charset() or "utf-8") if payload else ""
+
+
+# --- HTTP -----------------------------------------------------------------------------
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def http_request(
+    method: str,
+    url: str,
+    *,
+    json_body=None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 15,
+) -> HttpResponse:
+    """One HTTP request on a fresh connection; any status is returned, not raised."""
+    parts = urlsplit(url)
+    all_headers = {"Accept": "application/json", **(headers or {})}
+    body = None
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        all_headers["Content-Type"] = "application/json"
+    if token:
+        all_headers["Authorization"] = f"Bearer {token}"
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request(method, path or "/", body=body, headers=all_headers)
+        response = conn.getresponse()
+        return HttpResponse(
+            status=response.status,
+            headers={k.lower(): v for k, v in response.getheaders()},
+            body=response.read(),
+        )
+    finally:
+        conn.close()
+
+
+# --- The stack ------------------------------------------------------------------------
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+
+@dataclass
+class Stack:
+    url: str
+    web_url: str
+    env: dict[str, str]
+    workdir: Path
+    static_root: Path
+    media_root: Path
+    _processes: list[_Process] = field(default_factory=list)
+    _nginx_conf: Path | None = None
+    _owns_workdir: bool = False
+
+    # -- starting ----------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        database_url: str,
+        redis_url: str,
+        email_url: str = "consolemail://",
+        web_workers: int = 2,
+        celery: bool = True,
+        settings_module: str = "wallet_project.settings",
+        env: dict[str, str] | None = None,
+        workdir: Path | None = None,
+        startup_timeout: float = 60,
+    ) -> Stack:
+        owns_workdir = workdir is None
+        if workdir is None:
+            workdir = Path(tempfile.mkdtemp(prefix="wallet-stack-"))
+        # Nginx's workers run as the user the master is started as (or as the
+        # `user` of the config when that is root): they must reach these.
+        os.chmod(workdir, 0o755)  # noqa: S103 - nothing secret in there
+        nginx_port, web_port = free_port(), free_port()
+        while web_port == nginx_port:
+            web_port = free_port()
+        static_root, media_root = workdir / "static", workdir / "media"
+        media_root.mkdir()
+        (workdir / "nginx-temp").mkdir()
+
+        process_env = _base_env(database_url, redis_url)
+        process_env.update(
+            DJANGO_SETTINGS_MODULE=settings_module,
+            EMAIL_URL=email_url,
+            STATIC_ROOT=str(static_root),
+            MEDIA_ROOT=str(media_root),
+            # Throttle counters and cache entries of this stack only.
+            CACHE_KEY_PREFIX=f"stack-{secrets.token_hex(4)}",
+            NUM_PROXIES="1",  # Nginx appends the client address to X-Forwarded-For
+            GUNICORN_BIND=f"127.0.0.1:{web_port}",
+            GUNICORN_CONTROL_SOCKET=str(workdir / "gunicorn.ctl"),
+            WEB_CONCURRENCY=str(web_workers),
+            LOG_FORMAT="json",
+        )
+        process_env.update(env or {})
+
+        stack = cls(
+            url=f"http://127.0.0.1:{nginx_port}",
+            web_url=f"http://127.0.0.1:{web_port}",
+            env=process_env,
+            workdir=workdir,
+            static_root=static_root,
+            media_root=media_root,
+            _owns_workdir=owns_workdir,
+        )
+        try:
+            # --link: symlinks into the source tree, fast; Nginx follows them.
+            stack.manage("collectstatic", "--noinput", "--link")
+            stack._start_nginx(nginx_port)
+            stack._spawn(
+                "web",
+                [
+                    *(sys.executable, "-m", "gunicorn", "wallet_project.wsgi"),
+                    *("-c", str(REPO / "gunicorn.conf.py")),
+                ],
+            )
+            if celery:
+                node = f"stack-{secrets.token_hex(3)}@%h"
+                stack._spawn(
+                    "worker",
+                    [
+                        *(sys.executable, "-m", "celery", "-A", "wallet_project"),
+                        *("worker", "--loglevel", "INFO", "--concurrency", "2"),
+                        *("-n", node, "--without-gossip", "--without-mingle"),
+                    ],
+                )
+                stack._spawn(
+                    "beat",
+                    [
+                        *(sys.executable, "-m", "celery", "-A", "wallet_project"),
+                        *("beat", "--loglevel", "INFO"),
+                        *("--pidfile", str(workdir / "beat.pid")),
+                    ],
+                )
+            deadline = time.monotonic() + startup_timeout
+            stack._wait_ready(deadline)
+            if celery:
+                stack._wait_for_log("worker", " ready.", deadline)
+                stack._wait_for_log("beat", "beat: Starting", deadline)
+        except BaseException:
+            stack.stop()
+            raise
+        return stack
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log_path = self.workdir / f"{name}.log"
+        with open(log_path, "ab") as log:
+            popen = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop reaches children
+            )
+        self._processes.append(_Process(name, popen, log_path))
+
+    def _start_nginx(self, port: int) -> None:
+        import grp
+        import pwd
+
+        user = pwd.getpwuid(os.getuid()).pw_name
+        group = grp.getgrgid(os.getgid()).gr_name
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(
+            render_nginx_conf(
+                user=f"{user} {group}",
+                listen=f"127.0.0.1:{port}",
+                upstream=self.web_url.removeprefix("http://"),
+                static_root=str(self.static_root),
+                media_root=str(self.media_root),
+                temp_dir=str(self.workdir / "nginx-temp"),
+                pid_file=str(self.workdir / "nginx.pid"),
+                error_log=str(self.workdir / "nginx-error.log"),
+                access_log=str(self.workdir / "nginx-access.log"),
+                proxy_params=str(REPO / "nginx" / "proxy.conf"),
+            )
+        )
+        self._nginx_conf = conf
+        prefix = ["-p", str(self.workdir), "-e", str(self.workdir / "nginx-error.log")]
+        subprocess.run(
+            [NGINX_BINARY, *prefix, "-t", "-q", "-c", str(conf)],
+            check=True,
+            capture_output=True,
+        )
+        self._spawn(
+            "nginx",
+            [NGINX_BINARY, *prefix, "-c", str(conf), "-g", "daemon off;"],
+        )
+
+    def _check_alive(self) -> None:
+        for process in self._processes:
+            if process.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{process.name} exited with {process.popen.returncode}:\n"
+                    + self.log(process.name)[-4000:]
+                )
+
+    def _wait_ready(self, deadline: float) -> None:
+        while True:
+            self._check_alive()
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:  # noqa: S310
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    "the stack did not become ready:\n" + self.log("web")
+                )
+            time.sleep(0.2)
+
+    def _wait_for_log(self, name: str, text: str, deadline: float) -> None:
+        while text not in self.log(name):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} did not log {text!r}:\n" + self.log(name))
+            time.sleep(0.2)
+
+    # -- using -------------------------------------------------------------------------
+
+    def log(self, name: str) -> str:
+        """What a process wrote: web, worker, beat, nginx (its stderr), nginx-access,
+        nginx-error."""
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def request(self, method: str, path: str, **options) -> HttpResponse:
+        """`http_request()` through Nginx: `request("GET", "/api/v1/wallets/", token=t)`."""
+        return http_request(method, self.url + path, **options)
+
+    def manage(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """`manage.py <args>` with the stack's environment (plus `env`)."""
+        return manage(*args, env={**self.env, **(env or {})})
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def stop(self, *, grace: float = 30) -> dict[str, int | None]:
+        """Stop every process gracefully (Nginx first, so nothing new comes in), then
+        SIGKILL whatever outlives `grace` seconds. Exit codes by process name."""
+        order = {"nginx": 0, "web": 1, "beat": 2, "worker": 3}
+        processes = sorted(self._processes, key=lambda p: order.get(p.name, 9))
+        for process in processes:
+            if process.popen.poll() is None:
+                # SIGQUIT: Nginx's graceful shutdown; SIGTERM: Gunicorn's and
+                # Celery's (warm shutdown: finish the task at hand).
+                sig = signal.SIGQUIT if process.name == "nginx" else signal.SIGTERM
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.popen.pid, sig)
+        deadline = time.monotonic() + grace
+        for process in processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for pid in self.leftovers():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for process in processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(timeout=5)
+        codes = {p.name: p.popen.returncode for p in processes}
+        if self._owns_workdir and not os.environ.get("KEEP_STACK_WORKDIR"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return codes
+
+    def leftovers(self) -> list[int]:
+        """Pids of processes still alive in the stack's process groups."""
+        groups = {p.popen.pid for p in self._processes}
+        alive = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid pgrp ...: comm may contain spaces; split after ')'.
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) in groups:
+                alive.append(int(entry.name))
+        return alive
+
+
+@contextlib.contextmanager
+def running_stack(**options) -> Iterator[Stack]:
+    stack = Stack.start(**options)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    # .venv/bin/python -m tests.stack nginx-conf > nginx/nginx.conf
+    if sys.argv[1:] == ["nginx-conf"]:
+        sys.stdout.write(render_nginx_conf(**COMPOSE_NGINX))
+    else:
+        sys.exit("usage: python -m tests.stack nginx-conf")
