@@ -16,13 +16,14 @@ from django.db.models import Prefetch, Q
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
 from transactions import services as ledger
-from transactions.models import Entry, Transaction
+from transactions.models import Entry, TopUp, Transaction
+from wallet_project.admin_forms import reason_action
 from wallet_project.errors import DomainError
 from wallets.models import Wallet
 
@@ -43,9 +44,13 @@ class _ByIdFilter(admin.SimpleListFilter):
     model: type
 
     def lookups(self, request, model_admin):
+        # A filter with no choices is dropped by the changelist: while in use it
+        # always has one, so an unknown id lists nothing instead of everything.
+        if self.value() is None:
+            return []
         wanted = _as_uuid(self.value())
         obj = wanted and self.model.objects.filter(pk=wanted).first()
-        return [(self.value(), str(obj))] if obj else []
+        return [(self.value(), str(obj) if obj else _("unknown"))]
 
     def queryset(self, request, queryset):
         if self.value() is None:
@@ -270,3 +275,138 @@ class TransactionAdmin(admin.ModelAdmin):
         if wallet is not None:
             self.log_change(request, wallet, message)
         self.message_user(request, message, messages.SUCCESS)
+
+
+@admin.register(TopUp)
+class TopUpAdmin(admin.ModelAdmin):
+    """Top-ups awaiting the payment provider. An operator may decide one when
+    the provider's callback never came: approve (paid) or reject, each through
+    `topup_decide`, with a reason in the audit log."""
+
+    list_display = [
+        "id",
+        "wallet",
+        "amount",
+        "status",
+        "commission",
+        "provider_reference",
+        "created_at",
+        "decided_by",
+        "decided_at",
+        "transaction_link",
+    ]
+    list_filter = ["status", "currency", ("created_at", admin.DateFieldListFilter)]
+    list_select_related = ["wallet", "decided_by", "transaction"]
+    search_fields = ["wallet__number", "provider_reference", "wallet__owner__email"]
+    search_help_text = _(
+        "A top-up id, wallet number, owner email or provider reference."
+    )
+    show_full_result_count = False
+    actions = ["approve_topups", "reject_topups"]
+    fields = [
+        "id",
+        "wallet",
+        "amount",
+        "status",
+        "commission",
+        "provider_reference",
+        "created_by",
+        "created_at",
+        "decided_by",
+        "decided_at",
+        "transaction_link",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description=_("transaction"))
+    def transaction_link(self, topup: TopUp) -> str:
+        if topup.transaction_id is None:
+            return "—"
+        url = reverse(
+            "admin:transactions_transaction_change", args=[topup.transaction_id]
+        )
+        return format_html('<a href="{}">{}</a>', url, topup.transaction_id)
+
+    def get_search_results(self, request, queryset, search_term):
+        wanted = _as_uuid(search_term)
+        if wanted is not None:
+            return queryset.filter(pk=wanted), False
+        return super().get_search_results(request, queryset, search_term)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # created by the wallet's owner through the API
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request, obj, form, change) -> None:
+        raise PermissionDenied  # decisions go through topup_decide
+
+    def _decide(self, request, topups, form, status: str, verb: str) -> None:
+        reason = form.cleaned_data["reason"]
+        for topup in topups:
+            try:
+                ledger.topup_decide(
+                    topup_id=topup.pk, status=status, decided_by=request.user
+                )
+            except DomainError as error:
+                self.message_user(
+                    request, f"{topup.wallet.number}: {error.detail}", messages.ERROR
+                )
+                continue
+            topup.refresh_from_db()
+            self.log_change(
+                request, topup, f"{verb} top-up of {topup.amount}. Reason: {reason}"
+            )
+            self.message_user(
+                request,
+                _("Top-up of %(amount)s to %(number)s: %(status)s.")
+                % {
+                    "amount": topup.amount,
+                    "number": topup.wallet.number,
+                    "status": topup.get_status_display(),
+                },
+                messages.SUCCESS,
+            )
+
+    @admin.action(
+        description=_("Approve selected top-ups (paid)"), permissions=["change"]
+    )
+    def approve_topups(self, request, queryset):
+        return reason_action(
+            self,
+            request,
+            queryset.select_related("wallet"),
+            action="approve_topups",
+            title=_("Approve top-ups"),
+            intro=_(
+                "Each top-up is marked paid: the wallet is credited from the provider "
+                "and the provider's commission is taken, in one ledger transaction."
+            ),
+            apply=lambda request, topups, form: self._decide(
+                request, topups, form, TopUp.Status.PAID, "Approved"
+            ),
+        )
+
+    @admin.action(description=_("Reject selected top-ups"), permissions=["change"])
+    def reject_topups(self, request, queryset):
+        return reason_action(
+            self,
+            request,
+            queryset.select_related("wallet"),
+            action="reject_topups",
+            title=_("Reject top-ups"),
+            intro=_("Rejected top-ups move no money."),
+            apply=lambda request, topups, form: self._decide(
+                request, topups, form, TopUp.Status.REJECTED, "Rejected"
+            ),
+        )
