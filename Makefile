@@ -14,7 +14,7 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	SECRET_KEY=test-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz \
 	DEBUG=false ALLOWED_HOSTS=testserver,localhost,127.0.0.1 EMAIL_URL=consolemail://
 
-.PHONY: install run test lint format typecheck messages clean
+.PHONY: install run test e2e lint format typecheck messages clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,11 @@ run: install
 
 test: install lint
 	@$(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# Only the end-to-end tests: real Nginx, Gunicorn (gevent), Celery worker and beat on
+# loopback (tests/stack.py). `make test` runs them too.
+e2e: install
+	@$(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider -m e2e tests/e2e $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
