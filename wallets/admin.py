@@ -4,6 +4,8 @@ leaves a LogEntry with the operator's reason."""
 
 import uuid
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, Sum
@@ -11,6 +13,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
@@ -19,7 +22,7 @@ from transactions import services as ledger
 from wallet_project.admin_forms import AdjustmentForm, ReasonForm, reason_action
 from wallet_project.errors import DomainError
 from wallets import services
-from wallets.models import Wallet
+from wallets.models import ExchangeRate, Wallet
 
 
 def wallet_transactions_url(wallet: Wallet) -> str:
@@ -304,3 +307,75 @@ class WalletAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(
             reverse("admin:wallets_wallet_adjust", args=[wallets[0].pk])
         )
+
+
+class ExchangeRateForm(forms.ModelForm):
+    reason = forms.CharField(
+        label=_("Reason"),
+        max_length=200,
+        help_text=_("Why this rate is set by hand; recorded in the audit log."),
+    )
+
+    class Meta:
+        model = ExchangeRate
+        fields = ["base", "quote", "rate"]
+        widgets = {
+            "base": forms.Select(choices=[(c, c) for c in settings.WALLET_CURRENCIES]),
+            "quote": forms.Select(choices=[(c, c) for c in settings.WALLET_CURRENCIES]),
+        }
+
+
+@admin.register(ExchangeRate)
+class ExchangeRateAdmin(admin.ModelAdmin):
+    """Current rates. The provider refreshes them on a schedule; an operator may
+    set one by hand (through `exchange_rate_set`, fresh from that moment)."""
+
+    form = ExchangeRateForm
+    list_display = ["pair", "rate", "source", "fetched_at", "is_fresh"]
+    list_filter = ["base", "quote", "source"]
+    ordering = ["base", "quote"]
+    readonly_fields = ["source", "fetched_at"]
+    actions = ["refresh_from_provider"]
+
+    @admin.display(description=_("pair"), ordering="base")
+    def pair(self, rate: ExchangeRate) -> str:
+        return f"{rate.base}/{rate.quote}"
+
+    @admin.display(description=_("fresh"), boolean=True)
+    def is_fresh(self, rate: ExchangeRate) -> bool:
+        return timezone.now() - rate.fetched_at <= settings.RATE_MAX_AGE
+
+    def get_readonly_fields(self, request, obj=None):
+        # A stored pair keeps its currencies: only its rate changes.
+        return [*self.readonly_fields, "base", "quote"] if obj else self.readonly_fields
+
+    def save_model(self, request, obj, form, change) -> None:
+        stored = services.exchange_rate_set(
+            base=obj.base,
+            quote=obj.quote,
+            rate=form.cleaned_data["rate"],
+            source=f"manual: {request.user.email}"[:100],
+        )
+        obj.pk, obj.source, obj.fetched_at = stored.pk, stored.source, stored.fetched_at
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        rate = form.instance
+        return (
+            f"Set 1 {rate.base} = {form.cleaned_data['rate']} {rate.quote}. "
+            f"Reason: {form.cleaned_data['reason']}"
+        )
+
+    @admin.action(
+        description=_("Refresh all rates from the provider now"),
+        permissions=["change"],
+    )
+    def refresh_from_provider(self, request, queryset):
+        result = services.exchange_rates_refresh()
+        if result.updated:
+            self.message_user(
+                request,
+                _("Refreshed: %(pairs)s") % {"pairs": ", ".join(result.updated)},
+                messages.SUCCESS,
+            )
+        for base, error in result.failed.items():
+            self.message_user(request, f"{base}: {error}", messages.ERROR)

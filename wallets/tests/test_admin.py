@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from accounts.tests.operators import FINANCE, SUPPORT, admin_client, operator
 from transactions.models import Transaction
-from wallets.models import Wallet
+from wallets.models import ExchangeRate, Wallet
 from wallets.selectors import system_wallet
 from wallets.services import wallet_block
 
@@ -243,3 +243,48 @@ class TestAdjusting:
         url = reverse("admin:wallets_wallet_adjust", args=[wallet.pk])
         assert support.post(url, {"amount": "5", "reason": "x"}).status_code == 403
         assert not Transaction.objects.filter(kind="adjustment").exists()
+
+
+class TestExchangeRates:
+    URL = reverse("admin:wallets_exchangerate_changelist")
+
+    def test_finance_sets_a_rate_by_hand_with_a_reason(self, finance):
+        response = finance.post(
+            reverse("admin:wallets_exchangerate_add"),
+            {
+                "base": "USD",
+                "quote": "KZT",
+                "rate": "480.1234567891",
+                "reason": "provider down",
+            },
+        )
+        assert response.status_code == 302
+        rate = ExchangeRate.objects.get(base="USD", quote="KZT")
+        assert rate.rate == Decimal("480.1234567891")
+        assert rate.source.startswith("manual: ")
+        log = LogEntry.objects.get(object_id=str(rate.pk))
+        assert log.change_message == (
+            "Set 1 USD = 480.1234567891 KZT. Reason: provider down"
+        )
+        change = reverse("admin:wallets_exchangerate_change", args=[rate.pk])
+        finance.post(change, {"rate": "481", "reason": "correction"})
+        rate.refresh_from_db()
+        assert rate.rate == Decimal("481")
+        assert ExchangeRate.objects.count() == 1
+
+    def test_a_bad_rate_is_refused(self, finance):
+        response = finance.post(
+            reverse("admin:wallets_exchangerate_add"),
+            {"base": "USD", "quote": "USD", "rate": "-1", "reason": "x"},
+        )
+        assert response.status_code == 200
+        assert not ExchangeRate.objects.exists()
+
+    def test_support_only_looks(self, support):
+        assert support.get(self.URL).status_code == 200
+        response = support.post(
+            reverse("admin:wallets_exchangerate_add"),
+            {"base": "USD", "quote": "KZT", "rate": "480", "reason": "x"},
+        )
+        assert response.status_code == 403
+        assert not ExchangeRate.objects.exists()

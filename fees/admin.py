@@ -1,0 +1,103 @@
+"""Fee charges in the back-office: read-only, except that an operator may waive
+an outstanding debt (through `fee_charge_waive`, with a reason)."""
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from fees.models import FeeCharge
+from fees.services import fee_charge_waive
+from wallet_project.admin_forms import reason_action
+from wallet_project.errors import DomainError
+
+
+@admin.register(FeeCharge)
+class FeeChargeAdmin(admin.ModelAdmin):
+    list_display = [
+        "wallet",
+        "period_start",
+        "amount",
+        "status",
+        "paid_at",
+        "waived_by",
+        "waived_reason",
+    ]
+    list_filter = ["status", "currency", ("period_start", admin.DateFieldListFilter)]
+    list_select_related = ["wallet", "waived_by"]
+    search_fields = ["wallet__number", "wallet__owner__email"]
+    search_help_text = _("Wallet number or owner email.")
+    ordering = ["-period_start"]
+    show_full_result_count = False
+    actions = ["waive"]
+    readonly_fields = [
+        "wallet",
+        "period_start",
+        "amount",
+        "rate",
+        "status",
+        "transaction",
+        "paid_at",
+        "waived_at",
+        "waived_by",
+        "waived_reason",
+        "created_at",
+        "updated_at",
+    ]
+    fields = readonly_fields
+
+    def has_add_permission(self, request) -> bool:
+        return False  # the charge run creates them
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request, obj, form, change) -> None:
+        raise PermissionDenied  # only waiving changes a charge
+
+    @admin.action(description=_("Waive selected fee debts"), permissions=["change"])
+    def waive(self, request, queryset):
+        return reason_action(
+            self,
+            request,
+            queryset.select_related("wallet"),
+            action="waive",
+            title=_("Waive fee debts"),
+            intro=_(
+                "A waived debt is forgiven: nothing is collected for it, and the "
+                "wallet is unblocked once it owes nothing else."
+            ),
+            apply=self._waive,
+        )
+
+    def _waive(self, request, charges, form) -> None:
+        reason = form.cleaned_data["reason"]
+        for charge in charges:
+            try:
+                fee_charge_waive(charge=charge, waived_by=request.user, reason=reason)
+            except (DomainError, ValidationError) as error:
+                detail = getattr(error, "detail", None) or "; ".join(error.messages)
+                self.message_user(
+                    request, f"{charge.wallet.number}: {detail}", messages.ERROR
+                )
+                continue
+            self.log_change(
+                request,
+                charge,
+                f"Waived fee of {charge.amount} for the period from "
+                f"{charge.period_start:%Y-%m-%d}. Reason: {reason}",
+            )
+            self.message_user(
+                request,
+                _("Fee debt of %(amount)s on %(number)s waived.")
+                % {"amount": charge.amount, "number": charge.wallet.number},
+                messages.SUCCESS,
+            )
