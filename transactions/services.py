@@ -120,32 +120,44 @@ RETURNING balance, status
 """
 
 
+_WHY_SQL = "SELECT balance, status FROM wallets_wallet WHERE id = %s AND kind = 'user'"
+_WHY_SQL_LOCKING = _WHY_SQL + " FOR UPDATE"
+
+
 def _apply(leg: Leg, now) -> tuple[Decimal, str]:
     """Move one user wallet's balance, or raise why it cannot move."""
     amount = leg.amount
     status_clause = "" if amount > 0 or leg.allow_blocked else "AND status = 'active'"
     wallet_id = _db_uuid(leg.wallet.id)
+    update = _APPLY_SQL.format(status_clause=status_clause)
+    params = [amount, now, wallet_id, amount, amount, settings.MAX_WALLET_BALANCE]
     with connection.cursor() as cursor:
-        cursor.execute(
-            _APPLY_SQL.format(status_clause=status_clause),
-            [amount, now, wallet_id, amount, amount, settings.MAX_WALLET_BALANCE],
-        )
+        cursor.execute(update, params)
         row = cursor.fetchone()
-        if row is not None:
-            return Decimal(str(row[0])).quantize(quantum(leg.wallet.currency)), row[1]
-        cursor.execute(
-            "SELECT balance, status FROM wallets_wallet WHERE id = %s AND kind = 'user'",
-            [wallet_id],
-        )
-        current = cursor.fetchone()
+        if row is None:
+            # Find out why under the row lock: a plain re-read could see a state
+            # committed after our UPDATE looked, and blame the wrong rule.
+            # (SQLite's IMMEDIATE transactions already hold the write lock.)
+            locking = connection.features.has_select_for_update
+            cursor.execute(_WHY_SQL_LOCKING if locking else _WHY_SQL, [wallet_id])
+            _raise_why_refused(leg, cursor.fetchone())
+            # The locked state allows the move after all: it will succeed now.
+            cursor.execute(update, params)
+            row = cursor.fetchone()
+    return Decimal(str(row[0])).quantize(quantum(leg.wallet.currency)), row[1]
+
+
+def _raise_why_refused(leg: Leg, current: tuple | None) -> None:
     if current is None:
         raise WalletNotFound()
     balance, status = Decimal(str(current[0])), current[1]
+    amount = leg.amount
     if amount < 0 and status != Wallet.Status.ACTIVE and not leg.allow_blocked:
         raise WalletBlocked()
     if balance + amount < 0:
         raise InsufficientFunds()
-    raise BalanceLimitExceeded()
+    if balance + amount > settings.MAX_WALLET_BALANCE:
+        raise BalanceLimitExceeded()
 
 
 @transaction.atomic
