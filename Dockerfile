@@ -22,7 +22,8 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 
-COPY --chown=wallet:wallet . .
+# The code belongs to root: the app user can read it, not change it.
+COPY . .
 
 # Static files are collected into the image (Compose's `migrate` service copies
 # them into the volume Nginx serves). The key only satisfies settings at build time.
