@@ -14,7 +14,7 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	SECRET_KEY=test-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz \
 	DEBUG=false ALLOWED_HOSTS=testserver,localhost,127.0.0.1 EMAIL_URL=consolemail://
 
-.PHONY: install run test e2e lint format typecheck messages clean
+.PHONY: install run test e2e lint format typecheck messages clean bench
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,19 @@ format: install
 
 typecheck: install
 	DEBUG=true $(BIN)/mypy accounts wallets transactions fees wallet_project
+
+# The benchmark: Nginx -> Gunicorn (gevent) -> PostgreSQL/Redis on loopback under wrk,
+# next to the database's floor (pgbench) and Django's (a bare view); ~8 minutes.
+# Prints one table, writes var/bench/*.json. BENCH_SECONDS=5 for a quick try; see
+# bench/run.py for the other knobs. Run it on a quiet machine.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/wallet_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/8
+bench: install
+	@command -v wrk >/dev/null && command -v pgbench >/dev/null && command -v nginx >/dev/null \
+		|| sudo -n apt-get install -y wrk postgresql-client nginx-light \
+		|| apt-get install -y wrk postgresql-client nginx-light
+	BENCH_DATABASE_URL=$(BENCH_DATABASE_URL) BENCH_REDIS_URL=$(BENCH_REDIS_URL) \
+		$(BIN)/python -m bench.run
 
 # Regenerate and compile the translation catalogs (needs GNU gettext).
 messages: install

@@ -1,0 +1,1 @@
+"""`make bench`: the production-like stack on loopback under wrk, against two floors."""

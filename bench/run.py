@@ -1,0 +1,667 @@
+"""`make bench`: the production-like stack on loopback under load, against its floors.
+
+Starts Nginx -> Gunicorn (gevent, Django's psycopg pool) -> PostgreSQL, Redis on
+loopback (tests/stack.py) on a fresh `wallet_bench_*` database, prepares data, runs
+every scenario with wrk (bench/wrk/scenario.lua) and the floors with pgbench
+(bench/sql/floor.sql) and a bare Django view (bench/floor.py), checks the ledger
+after each one, prints one table and writes var/bench/bench-<time>.json (and
+var/bench/latest.json).
+
+Environment (all optional):
+  BENCH_DATABASE_URL   server + base name for the throw-away database
+                       (postgres://postgres@127.0.0.1:5432/wallet_bench)
+  BENCH_REDIS_URL      redis://127.0.0.1:6379/8
+  BENCH_SECONDS        one duration for every scenario (default: each its own, 20-60 s)
+  BENCH_ONLY           comma-separated scenario names to run (default: all)
+  BENCH_HISTORY_ENTRIES  entries on the history wallet (1000000)
+  BENCH_FEE_WALLETS    due wallets for charge_fees (100000)
+  BENCH_FEES_TIMEOUT   stop charge_fees after this many seconds (600)
+  BENCH_WEB_WORKERS    Gunicorn workers (2)
+  BENCH_KEEP_DB        keep the database afterwards (1)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.stack import (  # noqa: E402
+    Stack,
+    _base_env,
+    create_database,
+    drop_database,
+    manage,
+)
+
+BENCH = REPO / "bench"
+OUT = REPO / "var" / "bench"
+LUA = BENCH / "wrk" / "scenario.lua"
+WRK = os.environ.get("WRK", "wrk")
+PGBENCH = os.environ.get("PGBENCH", "pgbench")
+PSQL = os.environ.get("PSQL", "psql")
+
+
+@dataclass
+class Scenario:
+    name: str
+    title: str
+    kind: str  # wrk | pgbench | fees
+    seconds: int
+    connections: int = 64
+    mode: str = ""  # the Lua script's mode
+    targets: str = ""  # which data file
+    accounts: int = 1  # pgbench / floor: hot row (1) or spread (1000)
+
+
+SCENARIOS = [
+    Scenario("pgbench-hot", "DB floor: pgbench, 1 hot row", "pgbench", 20, accounts=1),
+    Scenario(
+        "pgbench-1000", "DB floor: pgbench, 1000 rows", "pgbench", 20, accounts=1000
+    ),
+    Scenario(
+        "floor-hot",
+        "Django floor: bare view, 1 hot row",
+        "wrk",
+        20,
+        mode="floor",
+        targets="floor-hot",
+    ),
+    Scenario(
+        "floor-1000",
+        "Django floor: bare view, 1000 rows",
+        "wrk",
+        20,
+        mode="floor",
+        targets="floor-1000",
+    ),
+    Scenario(
+        "hot",
+        "1. hot wallet: DEPOSIT/WITHDRAW 1.00",
+        "wrk",
+        30,
+        mode="operation",
+        targets="hot",
+    ),
+    Scenario(
+        "spread",
+        "2. spread over 1000 wallets",
+        "wrk",
+        30,
+        mode="operation",
+        targets="spread",
+    ),
+    Scenario(
+        "transfers",
+        "3. transfers, random pairs of 1000",
+        "wrk",
+        30,
+        mode="transfer",
+        targets="spread",
+    ),
+    Scenario("get", "4. GET wallet detail", "wrk", 20, mode="get", targets="spread"),
+    Scenario(
+        "overload",
+        "6. overload: 256 connections, 1 wallet",
+        "wrk",
+        60,
+        connections=256,
+        mode="operation",
+        targets="hot",
+    ),
+    Scenario(
+        "history-first",
+        "5a. history, first page (1M entries)",
+        "wrk",
+        20,
+        connections=4,
+        mode="history",
+        targets="history-first",
+    ),
+    Scenario(
+        "history-deep",
+        "5b. history, deep cursor (1M entries)",
+        "wrk",
+        20,
+        connections=4,
+        mode="history",
+        targets="history-deep",
+    ),
+    Scenario("fees", "7. charge_fees over due wallets", "fees", 0),
+]
+
+
+@dataclass
+class Result:
+    name: str
+    title: str
+    connections: int
+    seconds: float
+    requests: int = 0
+    rps: float = 0.0
+    ok_per_s: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    non_2xx: int = 0
+    server_errors: int = 0  # 5xx other than a 503 shedding load with Retry-After
+    shed: int = 0  # 429/503 with Retry-After
+    socket_errors: int = 0
+    statuses: dict = field(default_factory=dict)
+    check: str = ""
+    check_ok: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def psql(url: str, sql: str | None = None, *, file: Path | None = None) -> str:
+    args = [PSQL, url, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"]
+    args += ["-f", str(file)] if file else ["-c", sql]
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+def prepare(env: dict, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.prepare", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode:
+        raise RuntimeError(f"bench.prepare {' '.join(args)}:\n{result.stderr}")
+    return result.stdout
+
+
+def snapshot(env: dict) -> dict:
+    return json.loads(prepare(env, "snapshot"))
+
+
+def reconcile(env: dict) -> tuple[bool, str]:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "reconcile", "--quiet"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    return result.returncode == 0, (result.stdout.strip().splitlines() or [""])[-1]
+
+
+def run_wrk(url: str, scenario: Scenario, datafile: Path) -> dict:
+    threads = min(2, scenario.connections)
+    args = [
+        WRK,
+        f"-t{threads}",
+        f"-c{scenario.connections}",
+        f"-d{scenario.seconds}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        scenario.mode,
+        str(datafile),
+    ]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("BENCH_JSON "))
+    return json.loads(line.removeprefix("BENCH_JSON "))
+
+
+def wrk_result(scenario: Scenario, data: dict) -> Result:
+    seconds = data["duration_us"] / 1e6
+    statuses = {int(k): v for k, v in data["statuses"].items()}
+    ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
+    shed = data["retry_after"]
+    errors = data["errors"]
+    return Result(
+        name=scenario.name,
+        title=scenario.title,
+        connections=scenario.connections,
+        seconds=round(seconds, 1),
+        requests=data["requests"],
+        rps=round(data["requests"] / seconds, 1),
+        ok_per_s=round(ok / seconds, 1),
+        p50_ms=round(data["latency_ms"]["p50"], 1),
+        p99_ms=round(data["latency_ms"]["p99"], 1),
+        non_2xx=sum(v for k, v in statuses.items() if not 200 <= k < 300),
+        server_errors=sum(v for k, v in statuses.items() if k >= 500) - shed,
+        shed=shed,
+        socket_errors=sum(errors[k] for k in ("connect", "read", "write", "timeout")),
+        statuses=statuses,
+        extra={
+            "deposits": data["deposits"],
+            "withdrawals": data["withdrawals"],
+            "transfers": data["transfers"],
+            "sent": data["sent"],
+            "latency_ms": data["latency_ms"],
+        },
+    )
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.base_url = os.environ.get(
+            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/wallet_bench"
+        )
+        self.redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
+        self.only = {x for x in os.environ.get("BENCH_ONLY", "").split(",") if x}
+        self.fixed_seconds = int(os.environ.get("BENCH_SECONDS", "0") or 0)
+        self.history_entries = int(os.environ.get("BENCH_HISTORY_ENTRIES", "1000000"))
+        self.fee_wallets = int(os.environ.get("BENCH_FEE_WALLETS", "100000"))
+        self.web_workers = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
+        self.fees_timeout = int(os.environ.get("BENCH_FEES_TIMEOUT", "600"))
+        self.tmp = Path(tempfile.mkdtemp(prefix="wallet-bench-"))
+        self.results: list[Result] = []
+        self.db_url = ""
+        self.stack: Stack | None = None
+        self.env: dict = {}
+        self.files: dict[str, Path] = {}
+
+    def wanted(self, scenario: Scenario) -> bool:
+        return not self.only or scenario.name in self.only
+
+    def seconds(self, scenario: Scenario) -> int:
+        return self.fixed_seconds or scenario.seconds
+
+    def run(self) -> int:
+        started = datetime.now(UTC)
+        load_before = loadavg()
+        log(f"load average {load_before} on {os.cpu_count()} cores")
+        self.db_url = create_database(self.base_url, prefix="wallet_bench")
+        log(f"database {self.db_url}")
+        try:
+            manage("migrate", "--noinput", env=_base_env(self.db_url))
+            psql(self.db_url, file=BENCH / "sql" / "floor_schema.sql")
+            for scenario in SCENARIOS:
+                if scenario.kind == "pgbench" and self.wanted(scenario):
+                    self.pgbench(scenario)
+            self.start_stack()
+            self.prepare_data()
+            for scenario in SCENARIOS:
+                if scenario.kind != "pgbench" and self.wanted(scenario):
+                    time.sleep(2)
+                    getattr(self, scenario.kind)(scenario)
+        finally:
+            if self.stack is not None:
+                self.stack.stop()
+            if not os.environ.get("BENCH_KEEP_DB"):
+                drop_database(self.db_url)
+        self.report(started, load_before)
+        return 0 if all(r.check_ok for r in self.results) else 1
+
+    # -- setup ----------------------------------------------------------------------
+
+    def start_stack(self) -> None:
+        log(f"starting nginx + gunicorn (gevent, {self.web_workers} workers)")
+        self.stack = Stack.start(
+            database_url=self.db_url,
+            redis_url=self.redis_url,
+            celery=False,
+            web_workers=self.web_workers,
+            settings_module="bench.settings",
+            env={"JWT_ACCESS_MINUTES": "600", "DATABASE_POOL": "true"},
+        )
+        self.env = self.stack.env
+
+    def prepare_data(self) -> None:
+        log("preparing users, wallets and tokens")
+        hot, spread = self.tmp / "hot.tsv", self.tmp / "spread.tsv"
+        prepare(self.env, "users", "--count", "1", "--out", str(hot), "--prefix", "hot")
+        prepare(
+            self.env,
+            "users",
+            "--count",
+            "1000",
+            "--out",
+            str(spread),
+            "--prefix",
+            "spread",
+        )
+        self.files = {"hot": hot, "spread": spread}
+        self.files["floor-hot"] = self.tmp / "floor-hot.tsv"
+        self.files["floor-hot"].write_text("1\n")
+        self.files["floor-1000"] = self.tmp / "floor-1000.tsv"
+        self.files["floor-1000"].write_text("".join(f"{i}\n" for i in range(1, 1001)))
+
+    # -- scenarios --------------------------------------------------------------------
+
+    def pgbench(self, scenario: Scenario) -> None:
+        seconds = self.seconds(scenario)
+        log(f"{scenario.name}: pgbench -c {scenario.connections} -T {seconds}")
+        before = psql(self.db_url, "SELECT sum(balance), count(*) FROM bench_account")
+        out = subprocess.run(
+            [
+                PGBENCH,
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                str(scenario.connections),
+                "-j",
+                "2",
+                "-T",
+                str(seconds),
+                "-D",
+                f"accounts={scenario.accounts}",
+                "-f",
+                str(BENCH / "sql" / "floor.sql"),
+                self.db_url,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+        done = int(
+            re.search(r"number of transactions actually processed: (\d+)", out).group(1)
+        )
+        failed = re.search(r"number of failed transactions: (\d+)", out)
+        avg = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
+        result = Result(
+            scenario.name,
+            scenario.title,
+            scenario.connections,
+            seconds,
+            requests=done,
+            rps=round(tps, 1),
+            ok_per_s=round(tps, 1),
+            p50_ms=None,
+            p99_ms=None,
+            non_2xx=int(failed.group(1)) if failed else 0,
+            extra={"latency_avg_ms": avg},
+        )
+        self.floor_check(result, before)
+        self.results.append(result)
+        self.show(result)
+
+    def floor_check(self, result: Result, before: str) -> None:
+        total_before = Decimal(before.split("|")[0])
+        row = psql(
+            self.db_url,
+            "SELECT (SELECT sum(balance) FROM bench_account), "
+            "(SELECT coalesce(sum(amount), 0) FROM bench_entry), "
+            "(SELECT count(*) FROM bench_entry)",
+        ).split("|")
+        psql(
+            self.db_url,
+            "TRUNCATE bench_entry; UPDATE bench_account SET balance = 1000000.00",
+        )
+        total, moved, entries = Decimal(row[0]), Decimal(row[1]), int(row[2])
+        ok = total == total_before + moved
+        result.check_ok = ok
+        result.check = (
+            f"{entries} entries, balances {'=' if ok else '!='} start + entries"
+        )
+        result.extra["entries"] = entries
+
+    def wrk(self, scenario: Scenario) -> None:
+        seconds = self.seconds(scenario)
+        scenario = Scenario(**{**asdict(scenario), "seconds": seconds})
+        if scenario.mode == "history":
+            self.prepare_history()
+        # Warm up (imports, pools, caches) before anything is counted.
+        warmup = Scenario(**{**asdict(scenario), "seconds": 2})
+        run_wrk(self.stack.url, warmup, self.files[scenario.targets])
+        if scenario.mode == "floor":
+            before_floor = psql(
+                self.db_url, "SELECT sum(balance), count(*) FROM bench_account"
+            )
+            psql(self.db_url, "TRUNCATE bench_entry")
+        before = snapshot(self.env)
+        log(f"{scenario.name}: wrk -c {scenario.connections} -d {seconds}s")
+        result = wrk_result(
+            scenario, run_wrk(self.stack.url, scenario, self.files[scenario.targets])
+        )
+        if scenario.mode == "floor":
+            self.floor_check(result, before_floor)
+            created, entries = result.statuses.get(201, 0), result.extra["entries"]
+            if not created <= entries <= created + scenario.connections:
+                result.check_ok = False
+                result.check += f"; {created} x 201 vs {entries} entries"
+        else:
+            self.ledger_check(result, scenario, before, snapshot(self.env))
+        self.results.append(result)
+        self.show(result)
+
+    def ledger_check(
+        self, result: Result, scenario: Scenario, before: dict, after: dict
+    ) -> None:
+        problems = []
+        moved = Decimal(after["user_balance_total"]) - Decimal(
+            before["user_balance_total"]
+        )
+        kinds_before, kinds_after = before["transactions"], after["transactions"]
+
+        def new(kind: str) -> int:
+            return kinds_after.get(kind, 0) - kinds_before.get(kind, 0)
+
+        # Every answered 201 is in the ledger; a request still in flight when wrk
+        # stops (at most one per connection) or timed out may be posted too, its
+        # answer unseen: answered <= posted <= sent. The balances must equal the
+        # sum of what the ledger posted, exactly.
+        kinds = {"operation": ("deposit", "withdrawal"), "transfer": ("transfer",)}
+        unseen = 0
+        for kind in kinds.get(scenario.mode, ()):
+            answered = result.extra[kind + "s"]
+            sent = result.extra["sent"][kind + "s"]
+            posted = new(kind)
+            if not answered <= posted <= sent:
+                problems.append(f"{kind}: {answered} answered, {posted} posted")
+            unseen += posted - answered
+        if scenario.mode == "operation":
+            expected = new("deposit") - new("withdrawal")
+            if moved != expected:
+                problems.append(f"balances moved {moved}, ledger posted {expected}")
+            summary = f"balance {moved:+} == posted ops"
+        elif scenario.mode == "transfer":
+            if moved != 0:
+                problems.append(f"user balances moved {moved}")
+            summary = "sum unchanged"
+        else:
+            if after["entries"] != before["entries"]:
+                problems.append("a read scenario wrote entries")
+            summary = "nothing moved"
+        if scenario.mode in kinds:
+            summary += f", 201s == ledger (+{unseen} unanswered at cut-off)"
+        result.extra["unanswered_posted"] = unseen
+        clean, line = reconcile(self.env)
+        if not clean:
+            problems.append(line)
+        result.check_ok = not problems
+        result.check = "; ".join(problems) if problems else summary + ", reconcile ok"
+
+    def prepare_history(self) -> None:
+        if "history-first" in self.files:
+            return
+        log(f"seeding {self.history_entries} entries on one wallet")
+        path = self.tmp / "history.tsv"
+        prepare(
+            self.env, "users", "--count", "1", "--out", str(path), "--prefix", "history"
+        )
+        wallet_id, token, _ = path.read_text().strip().split("\t")
+        started = time.monotonic()
+        prepare(
+            self.env,
+            "history",
+            "--wallet",
+            wallet_id,
+            "--entries",
+            str(self.history_entries),
+        )
+        log(f"seeded in {time.monotonic() - started:.0f}s")
+        first = self.tmp / "history-first.tsv"
+        first.write_text(f"/api/v1/wallets/{wallet_id}/transactions/\t{token}\n")
+        deep = self.tmp / "history-deep.tsv"
+        depth = self.history_entries * 9 // 10
+        path_deep = prepare(
+            self.env, "cursor", "--wallet", wallet_id, "--offset", str(depth)
+        ).strip()
+        deep.write_text(f"{path_deep}\t{token}\n")
+        self.files["history-first"], self.files["history-deep"] = first, deep
+
+    def fees(self, scenario: Scenario) -> None:
+        n = self.fee_wallets
+        log(f"fees: seeding {n} due wallets")
+        prepare(self.env, "fees", "--wallets", str(n))
+        before = snapshot(self.env)
+        started = time.monotonic()
+        run = subprocess.Popen(
+            [sys.executable, "manage.py", "charge_fees", "--quiet"],
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            out, _ = run.communicate(timeout=self.fees_timeout)
+            finished = run.returncode == 0
+        except subprocess.TimeoutExpired:
+            # Stopped part-way: each wallet is its own DB transaction, so what was
+            # charged stays charged and the rest is still due (reconcile clean).
+            run.terminate()
+            out, _ = run.communicate()
+            finished = False
+        seconds = time.monotonic() - started
+        after = snapshot(self.env)
+        charged = after["fee_charges"] - before["fee_charges"]
+        result = Result(
+            scenario.name,
+            scenario.title,
+            1,
+            round(seconds, 1),
+            requests=charged,
+            rps=round(charged / seconds, 1),
+            ok_per_s=round(charged / seconds, 1),
+            extra={"wallets": n, "output": out.strip().splitlines()},
+        )
+        problems = []
+        if not finished:
+            problems.append(
+                f"stopped after {self.fees_timeout}s (BENCH_FEES_TIMEOUT): "
+                f"{charged} of {n} charged"
+            )
+        elif charged != n:
+            problems.append(f"{charged} fee charges for {n} due wallets")
+        clean, line = reconcile(self.env)
+        if not clean:
+            problems.append(line)
+        result.check_ok = not problems
+        result.check = (
+            "; ".join(problems)
+            if problems
+            else f"{charged} wallets charged once, reconcile ok"
+        )
+        self.results.append(result)
+        self.show(result)
+
+    # -- output -----------------------------------------------------------------------
+
+    def show(self, r: Result) -> None:
+        log(
+            f"{r.name}: {r.rps} req/s, ok {r.ok_per_s}/s, p50 {r.p50_ms} ms, "
+            f"p99 {r.p99_ms} ms, non-2xx {r.non_2xx}, 5xx {r.server_errors}, "
+            f"socket errors {r.socket_errors}; {'OK' if r.check_ok else 'FAIL'} "
+            f"{r.check}"
+        )
+
+    def report(self, started: datetime, load_before: list[float]) -> dict:
+        by_name = {r.name: r for r in self.results}
+
+        def ratio(name: str, floor: str) -> float | None:
+            if name in by_name and floor in by_name and by_name[floor].ok_per_s:
+                return round(by_name[name].ok_per_s / by_name[floor].ok_per_s, 2)
+            return None
+
+        ratios = {
+            "hot/floor-hot": ratio("hot", "floor-hot"),
+            "hot/pgbench-hot": ratio("hot", "pgbench-hot"),
+            "spread/floor-1000": ratio("spread", "floor-1000"),
+            "transfers/floor-1000": ratio("transfers", "floor-1000"),
+            "floor-hot/pgbench-hot": ratio("floor-hot", "pgbench-hot"),
+            "floor-1000/pgbench-1000": ratio("floor-1000", "pgbench-1000"),
+        }
+        header = (
+            f"{'scenario':<42} {'conn':>4} {'req/s':>8} {'ok/s':>8} "
+            f"{'p50 ms':>7} {'p99 ms':>7} {'non2xx':>6} {'5xx':>4} "
+            f"{'sock':>4}  check"
+        )
+        lines = [header, "-" * len(header)]
+        for r in self.results:
+            p50 = "-" if r.p50_ms is None else f"{r.p50_ms:.1f}"
+            p99 = "-" if r.p99_ms is None else f"{r.p99_ms:.1f}"
+            if r.name == "fees":
+                p50 = p99 = "-"
+            lines.append(
+                f"{r.title:<42} {r.connections:>4} {r.rps:>8.1f} {r.ok_per_s:>8.1f} "
+                f"{p50:>7} {p99:>7} {r.non_2xx:>6} {r.server_errors:>4} "
+                f"{r.socket_errors:>4}  {'OK' if r.check_ok else 'FAIL'} {r.check}"
+            )
+        lines.append("")
+        lines.append(
+            "ratios: "
+            + ", ".join(f"{k} {v}" for k, v in ratios.items() if v is not None)
+        )
+        table = "\n".join(lines)
+        print(table)
+        report = {
+            "started_at": started.isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "load_before": load_before,
+                "load_after": loadavg(),
+            },
+            "git": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+            ).stdout.strip(),
+            "settings": {
+                "web_workers": self.web_workers,
+                "seconds": self.fixed_seconds or "per scenario",
+                "history_entries": self.history_entries,
+                "fee_wallets": self.fee_wallets,
+            },
+            "results": [asdict(r) for r in self.results],
+            "ratios": ratios,
+            "table": table,
+        }
+        OUT.mkdir(parents=True, exist_ok=True)
+        stamp = started.strftime("%Y%m%dT%H%M%SZ")
+        for path in (OUT / f"bench-{stamp}.json", OUT / "latest.json"):
+            path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        log(f"wrote {OUT / f'bench-{stamp}.json'}")
+        return report
+
+
+if __name__ == "__main__":
+    sys.exit(Bench().run())
