@@ -281,7 +281,7 @@ def _charge_wallet(
                 .filter(pk=wallet_id, kind=Wallet.Kind.USER, next_fee_at__lte=as_of)
                 .first()
             )
-            if wallet is None:
+            if wallet is None or wallet.next_fee_at is None:
                 return None
             try:
                 quote = quote_for(wallet.currency)
@@ -304,7 +304,7 @@ def _charge_wallet(
                 FeeCharge(
                     wallet=wallet,
                     period_start=period,
-                    amount=Money(quote.amount, quote.currency),
+                    amount=Money(quote.amount, quote.currency),  # type: ignore[misc]
                     rate=quote.rate,
                     status=FeeCharge.Status.DEBT,
                 )
@@ -343,7 +343,9 @@ def _charge_wallet(
         return False
     except _DryRun:
         pass
-    except IntegrityError:
+    except IntegrityError as exc:
+        if "feecharge_one_per_period" not in str(exc):
+            raise
         # The unique (wallet, period_start) constraint: someone else charged a
         # period we computed. Nothing of ours was kept; the wallet is next run's.
         logger.warning("fee run: wallet %s was charged concurrently", wallet_id)

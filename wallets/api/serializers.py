@@ -39,7 +39,7 @@ class WalletSerializer(serializers.ModelSerializer):
         return to_minor(wallet.balance.amount, wallet.currency)
 
     def get_debt(self, wallet: Wallet) -> str:
-        """Outstanding monthly fees (the fees app), in the wallet's currency."""
+        """Outstanding monthly fee debt, in the wallet's currency."""
         return money_str(fee_debt_total(wallet=wallet), wallet.currency)
 
 
