@@ -387,14 +387,15 @@ def fee_charge_due(
     """Charge every user wallet whose fee is due by `as_of` (default: now).
 
     Due wallets are claimed in batches ordered by id with `FOR UPDATE SKIP
-    LOCKED`, then each is locked again, re-checked and charged in its own DB
-    transaction: every period due by `as_of` (a wallet several periods behind
-    pays or owes each one), `next_fee_at` advanced past `as_of`. A wallet whose
-    balance does not cover a fee is blocked and the fee recorded as debt. Several
-    workers may run at once: a wallet one of them holds is skipped by the others
-    (and retried, waiting for the lock, at the end of the run), one already
-    charged no longer matches `next_fee_at <= as_of`, and the unique (wallet,
-    period_start) constraint is the last guard. A wallet in a currency with no
+    LOCKED`, then each is locked again (skip locked), re-checked and charged in
+    its own DB transaction: every period due by `as_of` (a wallet several periods
+    behind pays or owes each one), `next_fee_at` advanced past `as_of`. A wallet
+    whose balance does not cover a fee is blocked and the fee recorded as debt.
+    Several workers may run at once: a wallet one of them holds is passed over by
+    the others, one already charged no longer matches `next_fee_at <= as_of`, and
+    the unique (wallet, period_start) constraint is the last guard. Wallets passed
+    over because they were locked (a payment in flight, another worker) are taken
+    at the end of the run, waiting for their lock. A wallet in a currency with no
     fresh rate is left due and retried next run.
 
     With `dry_run` every wallet's work is done and rolled back: the summary says
@@ -424,31 +425,30 @@ def fee_charge_due(
             raise quote
         return quote
 
-    busy: list[UUID] = []
+    handled: set[UUID] = set()  # charged or skipped by this run (dry runs too)
     after: UUID | None = None
     while ids := _claim_batch(as_of=as_of, after=after, size=batch_size):
         for wallet_id in ids:
-            if (
-                _charge_wallet(
-                    wallet_id,
-                    as_of=as_of,
-                    quote_for=quote_for,
-                    summary=summary,
-                    wait=False,
-                )
-                is None
-            ):
-                busy.append(wallet_id)
+            result = _charge_wallet(
+                wallet_id, as_of=as_of, quote_for=quote_for, summary=summary, wait=False
+            )
+            if result is not None:
+                handled.add(wallet_id)
         after = ids[-1]
         if progress is not None:
             progress(summary)
-    # Wallets held by someone else when we reached them: wait for the lock now.
-    # If another fee worker held it, it is no longer due and this is a no-op.
-    for wallet_id in busy:
-        _charge_wallet(
-            wallet_id, as_of=as_of, quote_for=quote_for, summary=summary, wait=True
-        )
-    if busy and progress is not None:
+    # Wallets that were locked when claimed or reached (a payment in flight, or
+    # another fee worker) were passed over: take each one now, waiting for its
+    # lock. One that another worker charged meanwhile is no longer due.
+    leftover = Wallet.objects.filter(
+        kind=Wallet.Kind.USER, next_fee_at__lte=as_of
+    ).order_by("pk")
+    for wallet_id in list(leftover.values_list("pk", flat=True)):
+        if wallet_id not in handled:
+            _charge_wallet(
+                wallet_id, as_of=as_of, quote_for=quote_for, summary=summary, wait=True
+            )
+    if progress is not None:
         progress(summary)
     logger.info("fee run done: %s", summary.as_dict())
     return summary

@@ -1,13 +1,14 @@
 """Parallel fee runs and credits against the real PostgreSQL."""
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from fees.models import FeeCharge
@@ -117,3 +118,42 @@ def test_simultaneous_deposits_to_a_blocked_wallet_collect_each_debt_once(
     assert FeeCharge.objects.filter(wallet=wallet, status="paid").count() == 2
     assert Transaction.objects.filter(kind=Transaction.Kind.FEE).count() == 2
     assert ledger_reconcile().clean
+
+
+def test_a_wallet_locked_by_a_payment_when_the_run_reaches_it_is_charged_at_the_end(
+    make_wallet,
+):
+    """The claim skips locked rows; the run comes back for them and waits."""
+    busy = make_wallet(balance="1000.00")
+    others = [make_wallet(balance="1000.00") for _ in range(3)]
+    make_due([busy, *others])
+    holding = threading.Event()
+
+    def hold_the_wallet_until_the_fee_run_waits_for_it() -> None:
+        try:
+            with transaction.atomic():
+                Wallet.objects.select_for_update().get(pk=busy.pk)
+                holding.set()
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    with connection.cursor() as cursor:
+                        cursor.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE "
+                            "datname = current_database() AND wait_event_type = 'Lock'"
+                        )
+                        if cursor.fetchone()[0]:
+                            break
+                    time.sleep(0.05)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_wallet_until_the_fee_run_waits_for_it)
+    holder.start()
+    assert holding.wait(30)
+    summary = fee_charge_due(as_of=timezone.now(), batch_size=2)
+    holder.join(60)
+
+    assert summary.wallets == 4
+    busy.refresh_from_db()
+    assert busy.balance.amount == Decimal("800.00")
+    assert FeeCharge.objects.filter(wallet=busy, status="paid").count() == 1
