@@ -124,13 +124,18 @@ _WHY_SQL = "SELECT balance, status FROM wallets_wallet WHERE id = %s AND kind = 
 _WHY_SQL_LOCKING = _WHY_SQL + " FOR UPDATE"
 
 
-def _apply(leg: Leg, now) -> tuple[Decimal, str]:
-    """Move one user wallet's balance, or raise why it cannot move."""
+def _apply_sql(leg: Leg, now) -> tuple[str, list[Any]]:
     amount = leg.amount
     status_clause = "" if amount > 0 or leg.allow_blocked else "AND status = 'active'"
     wallet_id = _db_uuid(leg.wallet.id)
     update = _APPLY_SQL.format(status_clause=status_clause)
-    params = [amount, now, wallet_id, amount, amount, settings.MAX_WALLET_BALANCE]
+    return update, [amount, now, wallet_id, amount, amount, settings.MAX_WALLET_BALANCE]
+
+
+def _apply(leg: Leg, now) -> tuple[Decimal, str]:
+    """Move one user wallet's balance, or raise why it cannot move."""
+    update, params = _apply_sql(leg, now)
+    wallet_id = params[2]
     with connection.cursor() as cursor:
         cursor.execute(update, params)
         row = cursor.fetchone()
@@ -160,7 +165,6 @@ def _raise_why_refused(leg: Leg, current: tuple | None) -> None:
         raise BalanceLimitExceeded()
 
 
-@transaction.atomic
 def ledger_post(
     *,
     kind: str,
@@ -178,7 +182,35 @@ def ledger_post(
     With `pending`, that PENDING transaction (of the same kind) is the one that
     gets posted, claimed by a conditional UPDATE so it is posted at most once;
     `TransactionNotPending` when someone else decided it first.
+
+    Called directly inside a durable block (a service boundary such as
+    `idempotency_execute`), it takes no savepoint of its own: an error here then
+    aborts that whole block, which is what every such caller does anyway, and
+    the two round trips (SAVEPOINT, RELEASE) would be spent holding the wallet's
+    row lock. Anywhere else a failed posting rolls back to its own savepoint.
     """
+    blocks = connection.atomic_blocks
+    savepoint = not (blocks and blocks[-1].durable)
+    with transaction.atomic(savepoint=savepoint):
+        return _ledger_post(
+            kind=kind,
+            legs=legs,
+            initiator=initiator,
+            description=description,
+            metadata=metadata,
+            pending=pending,
+        )
+
+
+def _ledger_post(
+    *,
+    kind: str,
+    legs: Sequence[Leg],
+    initiator: User | None,
+    description: str,
+    metadata: dict | None,
+    pending: Transaction | None,
+) -> Posting:
     totals: dict[str, Decimal] = defaultdict(Decimal)
     for leg in legs:
         if leg.amount == 0:
@@ -189,7 +221,7 @@ def ledger_post(
 
     now = timezone.now()
     if pending is None:
-        txn = Transaction.objects.create(
+        txn = Transaction(
             kind=kind,
             status=Transaction.Status.POSTED,
             initiator=initiator,
@@ -204,19 +236,26 @@ def ledger_post(
     # Id order avoids deadlocks; credits before debits on the same wallet so a
     # commission can come out of the money that just arrived.
     order = sorted(range(len(legs)), key=lambda i: (legs[i].wallet.id, -legs[i].amount))
-    balance_after: dict[int, Decimal | None] = {}
+    user_legs = [i for i in order if legs[i].wallet.kind == Wallet.Kind.USER]
+    # On PostgreSQL the last balance change, the transaction row and all the
+    # entries are one statement (_apply_and_record): the last row lock taken is
+    # held for that statement and the COMMIT only.
+    last = user_legs[-1] if user_legs and connection.vendor == "postgresql" else None
+    if pending is None and last is None:
+        txn.save(force_insert=True)
+    balance_after: dict[int, Decimal | None] = dict.fromkeys(range(len(legs)))
     credited_blocked: list[Wallet] = []
-    for i in order:
-        leg = legs[i]
-        if leg.wallet.kind != Wallet.Kind.USER:
-            balance_after[i] = None
-            continue
-        new_balance, status = _apply(leg, now)
+
+    def applied(i: int, new_balance: Decimal, status: str) -> None:
         balance_after[i] = new_balance
-        posting.balances[leg.wallet.id] = new_balance
-        if leg.amount > 0 and status == Wallet.Status.BLOCKED:
-            credited_blocked.append(leg.wallet)
-    posting.entries = Entry.objects.bulk_create(
+        posting.balances[legs[i].wallet.id] = new_balance
+        if legs[i].amount > 0 and status == Wallet.Status.BLOCKED:
+            credited_blocked.append(legs[i].wallet)
+
+    for i in user_legs:
+        if i != last:
+            applied(i, *_apply(legs[i], now))
+    entries = [
         Entry(
             transaction=txn,
             wallet=leg.wallet,
@@ -225,10 +264,94 @@ def ledger_post(
             created_at=now,
         )
         for i, leg in enumerate(legs)
-    )
+    ]
+    if last is None:
+        posting.entries = Entry.objects.bulk_create(entries)
+    else:
+        new_balance, status = _apply_and_record(
+            legs[last], now, txn, entries, last, insert_transaction=pending is None
+        )
+        applied(last, new_balance, status)
+        entries[last].balance_after = new_balance
+        posting.entries = entries
     for wallet in credited_blocked:
         _on_credit_to_blocked(wallet, posting)
     return posting
+
+
+_RECORD_SQL = """
+WITH w AS ({update}),
+{insert_transaction}
+e AS (
+    INSERT INTO transactions_entry
+           (transaction_id, wallet_id, currency, amount, balance_after, created_at)
+    SELECT %s, v.wallet_id, v.currency, v.amount,
+           CASE WHEN v.last THEN w.balance ELSE v.balance_after END, %s
+      FROM w, unnest(%s::uuid[], %s::varchar[], %s::numeric[], %s::numeric[],
+                     %s::boolean[]) WITH ORDINALITY
+           AS v (wallet_id, currency, amount, balance_after, last, n)
+     ORDER BY v.n
+    RETURNING id
+)
+SELECT w.balance, w.status, ARRAY(SELECT id FROM e ORDER BY id) FROM w
+"""
+
+
+def _apply_and_record(
+    leg: Leg,
+    now,
+    txn: Transaction,
+    entries: list[Entry],
+    last: int,
+    *,
+    insert_transaction: bool,
+) -> tuple[Decimal, str]:
+    """PostgreSQL: `leg`'s conditional UPDATE, the transaction row (unless it
+    exists: a pending one) and every entry, in one statement. When the UPDATE
+    matches no row nothing is inserted; then find out why, like `_apply`."""
+    update, update_params = _apply_sql(leg, now)
+    params: list[Any] = list(update_params)
+    txn_sql = ""
+    if insert_transaction:
+        fields = list(Transaction._meta.concrete_fields)
+        columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+        values = ", ".join(["%s"] * len(fields))
+        # Column names from the model, values as parameters.
+        txn_sql = (
+            f"t AS (INSERT INTO transactions_transaction ({columns}) "  # noqa: S608
+            f"SELECT {values} FROM w),"
+        )
+        params += [
+            f.get_db_prep_save(getattr(txn, f.attname), connection) for f in fields
+        ]
+    params += [
+        _db_uuid(txn.pk),
+        now,
+        [str(entry.wallet_id) for entry in entries],
+        [str(entry.amount.currency) for entry in entries],
+        [entry.amount.amount for entry in entries],
+        [entry.balance_after for entry in entries],
+        [i == last for i in range(len(entries))],
+    ]
+    sql = _RECORD_SQL.format(update=update, insert_transaction=txn_sql)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+        if row is None:
+            cursor.execute(_WHY_SQL_LOCKING, [_db_uuid(leg.wallet.id)])
+            _raise_why_refused(leg, cursor.fetchone())
+            # The locked state allows the move after all: it will succeed now.
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+    balance, status, ids = row
+    for entry, pk in zip(entries, ids, strict=True):
+        entry.pk = pk
+        entry._state.adding = False
+        entry._state.db = connection.alias
+    if insert_transaction:
+        txn._state.adding = False
+        txn._state.db = connection.alias
+    return Decimal(str(balance)).quantize(quantum(leg.wallet.currency)), status
 
 
 def _on_credit_to_blocked(wallet: Wallet, posting: Posting) -> None:
