@@ -155,7 +155,8 @@ AUTH_PASSWORD_VALIDATORS = [
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # simplejwt's, optionally without a user query per request (below).
+        "accounts.authentication.CachedJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": [
@@ -179,6 +180,10 @@ SIMPLE_JWT = {
     "ALGORITHM": "HS256",
     "SIGNING_KEY": SECRET_KEY,
 }
+# Seconds each web process keeps an authenticated user's row instead of reading it
+# on every request (accounts/authentication.py); 0 = read it every time. A user
+# deactivated in the admin is refused on every process at most this much later.
+JWT_USER_CACHE_SECONDS = env.int("JWT_USER_CACHE_SECONDS", default=0)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Wallet API",
     "DESCRIPTION": (

@@ -1,0 +1,50 @@
+"""JWT authentication that does not read the user row on every request.
+
+simplejwt's `JWTAuthentication` loads the user by the token's id on every request:
+one database round trip per API call, often the biggest share of a cheap one. With
+JWT_USER_CACHE_SECONDS > 0 each process keeps the row it loaded for that long
+(only an active user's; simplejwt refuses an inactive one), so a deactivated or
+deleted user is refused again at most that many seconds later on every process.
+0 (the default) reads the row every time, exactly as simplejwt does.
+
+Every request gets its own `User` instance built from the kept values: a view
+that changes `request.user` never changes another request's.
+"""
+
+import time
+
+from django.conf import settings
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.settings import api_settings
+
+from accounts.models import User
+
+_MAX_USERS = 10_000
+_users: dict[str, tuple[float, dict]] = {}
+
+
+class CachedJWTAuthentication(JWTAuthentication):
+    def get_user(self, validated_token) -> User:
+        ttl = settings.JWT_USER_CACHE_SECONDS
+        if ttl <= 0:
+            return super().get_user(validated_token)
+        key = str(validated_token.get(api_settings.USER_ID_CLAIM, ""))
+        now = time.monotonic()
+        hit = _users.get(key)
+        if hit is not None and hit[0] > now:
+            return User.from_db("default", None, list(hit[1].values()))
+        user = super().get_user(validated_token)
+        if len(_users) >= _MAX_USERS:
+            _users.clear()
+        _users[key] = (
+            now + ttl,
+            {f.attname: getattr(user, f.attname) for f in User._meta.concrete_fields},
+        )
+        return user
+
+
+class CachedJWTScheme(SimpleJWTScheme):
+    """The OpenAPI security scheme: the same bearer JWT as simplejwt's."""
+
+    target_class = CachedJWTAuthentication
