@@ -18,6 +18,7 @@ Environment (all optional):
   BENCH_FEES_TIMEOUT   stop charge_fees after this many seconds (600)
   BENCH_WEB_WORKERS    Gunicorn workers (2)
   BENCH_KEEP_DB        keep the database afterwards (1)
+  JWT_USER_CACHE_SECONDS  the web processes' user cache (5; 0 = a query per request)
 """
 
 from __future__ import annotations
@@ -276,6 +277,8 @@ class Bench:
         self.fee_wallets = int(os.environ.get("BENCH_FEE_WALLETS", "100000"))
         self.web_workers = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
         self.fees_timeout = int(os.environ.get("BENCH_FEES_TIMEOUT", "600"))
+        # The production setting the benchmark runs with (accounts/authentication.py).
+        self.user_cache = os.environ.get("JWT_USER_CACHE_SECONDS", "5")
         self.tmp = Path(tempfile.mkdtemp(prefix="wallet-bench-"))
         self.results: list[Result] = []
         self.db_url = ""
@@ -325,7 +328,11 @@ class Bench:
             celery=False,
             web_workers=self.web_workers,
             settings_module="bench.settings",
-            env={"JWT_ACCESS_MINUTES": "600", "DATABASE_POOL": "true"},
+            env={
+                "JWT_ACCESS_MINUTES": "600",
+                "DATABASE_POOL": "true",
+                "JWT_USER_CACHE_SECONDS": self.user_cache,
+            },
         )
         self.env = self.stack.env
 
@@ -650,6 +657,7 @@ class Bench:
                 "seconds": self.fixed_seconds or "per scenario",
                 "history_entries": self.history_entries,
                 "fee_wallets": self.fee_wallets,
+                "jwt_user_cache_seconds": self.user_cache,
             },
             "results": [asdict(r) for r in self.results],
             "ratios": ratios,
