@@ -435,6 +435,7 @@ class Bench:
         # Warm up (imports, pools, caches) before anything is counted.
         warmup = Scenario(**{**asdict(scenario), "seconds": 2})
         run_wrk(self.stack.url, warmup, self.files[scenario.targets])
+        self.drain()
         if scenario.mode == "floor":
             before_floor = psql(
                 self.db_url, "SELECT sum(balance), count(*) FROM bench_account"
@@ -445,6 +446,7 @@ class Bench:
         result = wrk_result(
             scenario, run_wrk(self.stack.url, scenario, self.files[scenario.targets])
         )
+        self.drain()
         if scenario.mode == "floor":
             self.floor_check(result, before_floor)
             created, entries = result.statuses.get(201, 0), result.extra["entries"]
@@ -455,6 +457,24 @@ class Bench:
             self.ledger_check(result, scenario, before, snapshot(self.env))
         self.results.append(result)
         self.show(result)
+
+    def drain(self) -> None:
+        """Wait until the requests wrk left in flight have finished: the
+        database stops changing (nothing but this check is running)."""
+        query = (
+            "SELECT (SELECT count(*) FROM transactions_entry), "
+            "(SELECT count(*) FROM bench_entry), "
+            "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state = 'active' AND pid <> pg_backend_pid())"
+        )
+        last = None
+        for _ in range(60):
+            time.sleep(1)
+            now = psql(self.db_url, query)
+            if now == last and now.strip().endswith("|0"):
+                return
+            last = now
+        log("the stack kept writing for 60 s after the load stopped")
 
     def ledger_check(
         self, result: Result, scenario: Scenario, before: dict, after: dict
