@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import connections
 from playwright.sync_api import sync_playwright
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -48,6 +49,10 @@ def page(live_server) -> Iterator:
             finally:
                 context.close()
                 browser.close()
+                # While Playwright's loop runs, Django's context-local connection
+                # registry hands this thread a separate connection: close it, or
+                # it outlives the test database.
+                connections.close_all()
     finally:
         if previous is None:
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
