@@ -58,6 +58,14 @@ class AmountField(serializers.DecimalField):
         super().__init__(**kwargs)
         self.error_messages["min_value"] = _("The amount must be greater than zero.")
 
+    def validate_empty_values(self, data):
+        # DRF reads a blank JSON string as null where null is allowed (an optional
+        # commission): for money a blank value is a mistake, not "no value".
+        # (A blank multipart field is still "no value": get_value() maps it first.)
+        if isinstance(data, str) and not data.strip():
+            self.fail("invalid")
+        return super().validate_empty_values(data)
+
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, (str, int, Decimal, float)):
             self.fail("invalid")
