@@ -356,10 +356,8 @@ def _apply_and_record(
 
 def _on_credit_to_blocked(wallet: Wallet, posting: Posting) -> None:
     """A credit to a blocked wallet collects its fee debt (the fees app's rule)."""
-    try:
-        from fees.services import fee_debt_collect
-    except ImportError:  # the fees app has no debt collection yet
-        return
+    from fees.services import fee_debt_collect  # fees builds on the ledger
+
     balance = fee_debt_collect(wallet=wallet)
     if balance is not None:
         posting.balances[wallet.id] = balance
