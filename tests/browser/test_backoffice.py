@@ -3,6 +3,7 @@
 from decimal import Decimal
 
 import pytest
+from playwright.sync_api import expect
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.tests.factories import PASSWORD
@@ -49,7 +50,8 @@ def test_operator_blocks_unblocks_approves_a_topup_and_opens_the_dashboard(
     page.fill("#searchbar", wallet.number)
     page.press("#searchbar", "Enter")
     results = page.locator("#result_list tbody tr")
-    assert results.count() == 1
+    # expect() waits for the result page; count() would read a page still loading.
+    expect(results).to_have_count(1)
     shot("03-wallet-search")
     results.first.locator("th a").click()
     assert "1,000.00 KZT" in page.inner_text("#content")
@@ -73,7 +75,7 @@ def test_operator_blocks_unblocks_approves_a_topup_and_opens_the_dashboard(
     # Unblock: the same WITHDRAW goes through.
     page.click("#unblock-button")
     page.wait_for_selector(".messagelist .success")
-    assert page.locator("#block-link").count() == 1
+    expect(page.locator("#block-link")).to_have_count(1)
     shot("07-wallet-unblocked")
     allowed = page.request.post(operation, data=withdraw, headers=bearer(owner))
     assert allowed.status == 201, allowed.text()
@@ -104,7 +106,7 @@ def test_operator_blocks_unblocks_approves_a_topup_and_opens_the_dashboard(
     # The dashboard.
     page.click("#dashboard-link")
     page.wait_for_selector("#chart-KZT svg")
-    assert page.locator("#chart-KZT rect.bar").count() == 30
+    expect(page.locator("#chart-KZT rect.bar")).to_have_count(30)
     assert page.inner_text("#card-blocked .value") == "0"
     assert page.inner_text("#card-topups .value") == "0"
     shot("10-dashboard")
