@@ -19,6 +19,7 @@ Environment (all optional):
   BENCH_WEB_WORKERS    Gunicorn workers (2)
   BENCH_KEEP_DB        keep the database afterwards (1)
   JWT_USER_CACHE_SECONDS  the web processes' user cache (5; 0 = a query per request)
+  BENCH_STACK_ENV      more settings for the stack: "DATABASE_POOL_TIMEOUT=2,..."
 """
 
 from __future__ import annotations
@@ -332,6 +333,12 @@ class Bench:
                 "JWT_ACCESS_MINUTES": "600",
                 "DATABASE_POOL": "true",
                 "JWT_USER_CACHE_SECONDS": self.user_cache,
+                # Extra settings for the web processes, e.g. DATABASE_POOL_TIMEOUT=2.
+                **dict(
+                    item.split("=", 1)
+                    for item in os.environ.get("BENCH_STACK_ENV", "").split(",")
+                    if "=" in item
+                ),
             },
         )
         self.env = self.stack.env
@@ -678,6 +685,7 @@ class Bench:
                 "history_entries": self.history_entries,
                 "fee_wallets": self.fee_wallets,
                 "jwt_user_cache_seconds": self.user_cache,
+                "stack_env": os.environ.get("BENCH_STACK_ENV", ""),
             },
             "results": [asdict(r) for r in self.results],
             "ratios": ratios,
