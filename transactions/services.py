@@ -27,7 +27,7 @@ from uuid import UUID
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from djmoney.money import Money
@@ -446,8 +446,9 @@ def idempotency_execute(
     the movement. A replay returns the stored response; the same key with another
     request is a 422. Two identical requests in flight at once: the second one's
     INSERT waits on the first's unique-index entry; when the first commits, the
-    second rolls its own work back and returns the first's response. A request
-    that fails leaves no key behind, so it may be retried.
+    second rolls its own work back and returns the first's response, also when
+    its own attempt failed because the first one had already moved the money. A
+    request that fails leaves no key behind, so it may be retried.
     """
     if request is None:
         with transaction.atomic(durable=True):
@@ -460,9 +461,12 @@ def idempotency_execute(
             if not _claim(request, status, body):
                 raise _AlreadyDone
             return IdempotentResponse(status, body)
-    except (_AlreadyDone, IntegrityError):
+    except Exception:
+        # A twin request with this key may have committed while ours ran: then
+        # its answer is ours, whatever our attempt ran into (its withdrawal can
+        # leave ours "insufficient funds", its key makes our claim fail).
         done = _stored(request)
-        if done is None:  # pragma: no cover - the winner's row is committed by now
+        if done is None:
             raise
         return done
 

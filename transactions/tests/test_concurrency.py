@@ -105,3 +105,27 @@ def test_identical_idempotent_requests_in_flight_at_once_move_money_once(
     wallet.refresh_from_db()
     assert wallet.balance.amount == Decimal("7.00")
     assert Transaction.objects.filter(kind="deposit").count() == 1
+
+
+def test_identical_withdrawals_in_flight_at_once_all_get_the_first_answer(
+    user, make_wallet
+):
+    """The money allows one withdrawal: the twins that wait on the first one's
+    row lock must answer with its result, not with "insufficient funds"."""
+    wallet = make_wallet(owner=user, balance="10.00")
+    url = f"/api/v1/wallets/{wallet.id}/operation"
+    body = {"operationType": "WITHDRAW", "amount": "10.00"}
+
+    def work(i: int):
+        response = client_for(user).post(
+            url, body, format="json", HTTP_IDEMPOTENCY_KEY="one-withdrawal"
+        )
+        return response.status_code, response.json()
+
+    results = run_in_threads(16, work)
+    assert [status for status, _ in results] == [201] * 16, results
+    assert len({body["operation_id"] for _, body in results}) == 1
+    wallet.refresh_from_db()
+    assert wallet.balance.amount == Decimal("0.00")
+    assert Transaction.objects.filter(kind="withdrawal").count() == 1
+    assert ledger_reconcile().clean
