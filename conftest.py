@@ -1,13 +1,16 @@
 """Shared fixtures. The suite runs against a real PostgreSQL and Redis (see the
 Makefile's TEST_DATABASE_URL / TEST_REDIS_URL); it never falls back to SQLite."""
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import psycopg
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -78,6 +81,22 @@ def user(db) -> User:
 @pytest.fixture
 def other_user(db) -> User:
     return UserFactory()
+
+
+def run_in_threads(count: int, work: Callable[[int], object]) -> list:
+    """Run work(i) for i in range(count) on `count` threads released together,
+    each with its own database connection (closed when it is done)."""
+    barrier = threading.Barrier(count)
+
+    def runner(i: int):
+        try:
+            barrier.wait()
+            return work(i)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(runner, range(count)))
 
 
 def client_for(user: User) -> APIClient:

@@ -2,8 +2,6 @@
 
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 
@@ -11,6 +9,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from conftest import run_in_threads
 from fees.models import FeeCharge
 from fees.services import fee_charge_due
 from transactions import services as ledger
@@ -20,20 +19,6 @@ from wallet_project.errors import InsufficientFunds
 from wallets.models import Wallet
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_in_threads(count: int, work: Callable[[int], object]) -> list:
-    barrier = threading.Barrier(count)
-
-    def runner(i: int):
-        try:
-            barrier.wait()
-            return work(i)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(runner, range(count)))
 
 
 def make_due(wallets: list[Wallet]) -> None:

@@ -1,36 +1,17 @@
 """Threads against the real PostgreSQL: the ledger stays exact under contention."""
 
 import random
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
-from conftest import client_for
+from conftest import client_for, run_in_threads
 from transactions import services as ledger
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
 from wallet_project.errors import InsufficientFunds
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_in_threads(count: int, work: Callable[[int], object]) -> list:
-    """Run work(i) for i in range(count) on `count` threads started together."""
-    barrier = threading.Barrier(count)
-
-    def runner(i: int):
-        try:
-            barrier.wait()
-            return work(i)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(runner, range(count)))
 
 
 def test_mixed_deposits_and_withdrawals_on_one_wallet_stay_exact(make_wallet):

@@ -6,10 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import TEST_RATES, client_for
+from conftest import TEST_RATES, client_for, run_in_threads
 from transactions.models import Transaction
 from transactions.selectors import ledger_reconcile
-from transactions.tests.test_concurrency import run_in_threads
 from wallets.models import Wallet
 
 pytestmark = pytest.mark.django_db(transaction=True)
