@@ -2,17 +2,19 @@
 an outstanding debt (through `fee_charge_waive`, with a reason)."""
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from fees.models import FeeCharge
 from fees.services import fee_charge_waive
-from wallet_project.admin_forms import reason_action
+from wallet_project.admin_forms import ServiceOnlyAdmin, reason_action
 from wallet_project.errors import DomainError
 
 
 @admin.register(FeeCharge)
-class FeeChargeAdmin(admin.ModelAdmin):
+class FeeChargeAdmin(ServiceOnlyAdmin):
+    """Charges are created by the fee run; only the waive action changes one."""
+
     list_display = [
         "wallet",
         "period_start",
@@ -44,24 +46,6 @@ class FeeChargeAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     fields = readonly_fields
-
-    def has_add_permission(self, request) -> bool:
-        return False  # the charge run creates them
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {
-            **(extra_context or {}),
-            "show_save": False,
-            "show_save_and_continue": False,
-            "show_save_and_add_another": False,
-        }
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    def save_model(self, request, obj, form, change) -> None:
-        raise PermissionDenied  # only waiving changes a charge
 
     @admin.action(description=_("Waive selected fee debts"), permissions=["change"])
     def waive(self, request, queryset):

@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import User
 from transactions import services as ledger
 from transactions.models import Entry, TopUp, Transaction
-from wallet_project.admin_forms import reason_action
+from wallet_project.admin_forms import ServiceOnlyAdmin, reason_action
 from wallet_project.errors import DomainError
 from wallets.models import Wallet
 
@@ -278,7 +278,7 @@ class TransactionAdmin(admin.ModelAdmin):
 
 
 @admin.register(TopUp)
-class TopUpAdmin(admin.ModelAdmin):
+class TopUpAdmin(ServiceOnlyAdmin):
     """Top-ups awaiting the payment provider. An operator may decide one when
     the provider's callback never came: approve (paid) or reject, each through
     `topup_decide`, with a reason in the audit log."""
@@ -332,24 +332,6 @@ class TopUpAdmin(admin.ModelAdmin):
         if wanted is not None:
             return queryset.filter(pk=wanted), False
         return super().get_search_results(request, queryset, search_term)
-
-    def has_add_permission(self, request) -> bool:
-        return False  # created by the wallet's owner through the API
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {
-            **(extra_context or {}),
-            "show_save": False,
-            "show_save_and_continue": False,
-            "show_save_and_add_another": False,
-        }
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    def save_model(self, request, obj, form, change) -> None:
-        raise PermissionDenied  # decisions go through topup_decide
 
     def _decide(self, request, topups, form, status: str, verb: str) -> None:
         reason = form.cleaned_data["reason"]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from django import forms
 from django.contrib import admin
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -78,3 +79,26 @@ def reason_action(
         "app_label": opts.app_label,
     }
     return TemplateResponse(request, "admin/action_reason.html", context)
+
+
+class ServiceOnlyAdmin(admin.ModelAdmin):
+    """Rows that only a service creates and changes (through the admin's actions):
+    no add or delete, a change page without save buttons, and saving refused."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request, obj, form, change) -> None:
+        raise PermissionDenied
