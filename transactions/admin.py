@@ -126,17 +126,7 @@ class TransactionAdmin(admin.ModelAdmin):
     search_help_text = _("A transaction id, or a wallet number or id.")
     show_full_result_count = False
     inlines = [EntryInline]
-    fields = [
-        "id",
-        "kind",
-        "status",
-        "amounts",
-        "description",
-        "initiator",
-        "created_at",
-        "posted_at",
-        "metadata_pretty",
-    ]
+    fields = [*list_display, "metadata_pretty"]
     readonly_fields = fields
 
     def get_queryset(self, request):
