@@ -1,8 +1,9 @@
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
+from wallets.api.operations import WalletOperationView
 from wallets.api.rates import RateListView, RateQuoteView
-from wallets.api.views import WalletOperationView, WalletViewSet
+from wallets.api.views import WalletViewSet
 
 router = SimpleRouter()
 router.register("wallets", WalletViewSet, basename="wallet")
