@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from django.utils.translation import gettext_lazy as _
 from djmoney.money import Money
 
 from accounts.models import User
+from transactions.batching import Coalescer, Pending
 from transactions.models import Entry, IdempotencyKey, TopUp, Transaction
 from transactions.money import minor_digits, money_str, quantum
 from wallet_project.errors import (
@@ -59,6 +62,7 @@ from wallets.selectors import (
 )
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def amount_validate(amount: Decimal, currency: str) -> Decimal:
@@ -496,6 +500,287 @@ def _claim(request: IdempotencyRequest, status: int, body: Any) -> bool:
             ],
         )
         return cursor.fetchone() is not None
+
+
+# --- Cash in / cash out, coalesced (group commit) ------------------------------------------
+#
+# Under load, DEPOSIT/WITHDRAW requests that arrive while another is being posted
+# queue up in the process and the next one to lead posts them all in one DB
+# transaction (transactions.batching): the wallets are locked once (FOR UPDATE, in
+# id order), every operation is checked in arrival order against the balance the
+# previous ones left, and everything accepted is one statement (balances, one
+# transaction + two entries per operation, the idempotency keys) and one COMMIT.
+# Each operation still gets its own transaction, entries, balance_after and answer.
+# Anything unusual -- a blocked wallet (debt collection, wallet_blocked), a keyed
+# request that fails or whose key is taken -- is handed back and goes the one-by-one
+# way (`idempotency_execute`), which knows every rule.
+
+
+@dataclass(frozen=True)
+class _Operation:
+    wallet: Wallet
+    amount: Decimal  # signed: > 0 cash in, < 0 cash out
+    initiator: User | None
+    request: IdempotencyRequest | None
+    render: Callable[[Posting], Any]
+
+
+_ONE_BY_ONE = object()  # a batch's answer: take the one-by-one path
+
+_OPERATIONS_LOCK_SQL = """
+SELECT id, balance, status FROM wallets_wallet
+ WHERE id = ANY(%s) AND kind = 'user'
+ ORDER BY id
+   FOR UPDATE
+"""
+
+_OPERATIONS_SQL = """
+WITH w AS (
+    UPDATE wallets_wallet AS w
+       SET balance = w.balance + d.delta, updated_at = %(now)s
+      FROM unnest(%(wallet_ids)s::uuid[], %(deltas)s::numeric[]) AS d (id, delta)
+     WHERE w.id = d.id AND w.kind = 'user'
+ RETURNING w.id
+),
+t AS (
+    INSERT INTO transactions_transaction
+           (id, kind, status, initiator_id, description, created_at, posted_at,
+            metadata)
+    SELECT v.id, v.kind, 'posted', v.initiator_id, '', %(now)s, %(now)s, '{}'::jsonb
+      FROM unnest(%(txn_ids)s::uuid[], %(kinds)s::varchar[], %(initiators)s::uuid[])
+           AS v (id, kind, initiator_id)
+),
+e AS (
+    INSERT INTO transactions_entry
+           (transaction_id, wallet_id, currency, amount, balance_after, created_at)
+    SELECT v.transaction_id, v.wallet_id, v.currency, v.amount, v.balance_after,
+           %(now)s
+      FROM unnest(%(entry_txns)s::uuid[], %(entry_wallets)s::uuid[],
+                  %(entry_currencies)s::varchar[], %(entry_amounts)s::numeric[],
+                  %(entry_balances)s::numeric[]) WITH ORDINALITY
+           AS v (transaction_id, wallet_id, currency, amount, balance_after, n)
+     ORDER BY v.n
+),
+k AS (
+    INSERT INTO transactions_idempotencykey
+           (user_id, key, fingerprint, response_status, response_body, created_at)
+    SELECT v.user_id, v.key, v.fingerprint, 201, v.body, %(now)s
+      FROM unnest(%(key_users)s::uuid[], %(keys)s::varchar[],
+                  %(fingerprints)s::varchar[], %(bodies)s::jsonb[])
+           AS v (user_id, key, fingerprint, body)
+        ON CONFLICT (user_id, key) DO NOTHING
+ RETURNING user_id, key
+)
+SELECT (SELECT count(*) FROM w), ARRAY(SELECT k.user_id::text || ' ' || k.key FROM k)
+"""
+
+
+def wallet_operation(
+    *,
+    wallet: Wallet,
+    operation_type: str,
+    amount: Decimal,
+    initiator: User | None,
+    request: IdempotencyRequest | None,
+    render: Callable[[Posting], Any],
+) -> IdempotentResponse:
+    """DEPOSIT or WITHDRAW `amount` on a user wallet, once per Idempotency-Key.
+
+    The same rules and answers as `wallet_deposit`/`wallet_withdraw` under
+    `idempotency_execute`; on PostgreSQL, outside any transaction, concurrent
+    operations in this process are posted together (see above). `render` turns
+    the posting into the response body (it sees the transaction and the
+    wallet's new balance).
+    """
+    amount = amount_validate(amount, wallet.currency)
+    deposit = operation_type == "DEPOSIT"
+    if _coalescing():
+        if request is not None and (done := _stored(request)) is not None:
+            return done
+        outcome = _operation_batches.submit(
+            _Operation(
+                wallet, amount if deposit else -amount, initiator, request, render
+            )
+        )
+        if outcome is not _ONE_BY_ONE:
+            return outcome
+    move = wallet_deposit if deposit else wallet_withdraw
+    return idempotency_execute(
+        request=request,
+        action=lambda: move(wallet=wallet, amount=amount, initiator=initiator),
+        render=render,
+    )
+
+
+def _coalescing() -> bool:
+    return (
+        settings.LEDGER_COALESCE
+        and connection.vendor == "postgresql"
+        # Inside a caller's transaction the operation must be part of it.
+        and not connection.in_atomic_block
+    )
+
+
+def _operations_post(batch: Sequence[Pending[_Operation]]) -> None:
+    """The batch handler: resolve every pending operation with its response,
+    its domain error, or _ONE_BY_ONE."""
+    todo = list(batch)
+    seen: set[tuple[UUID, str]] = set()
+    for pending in todo:
+        request = pending.item.request
+        if request is not None:
+            if (request.user_id, request.key) in seen:
+                # Its twin is in this batch: one by one it waits for the twin's
+                # key and answers with the twin's response.
+                pending.resolve(_ONE_BY_ONE)
+            seen.add((request.user_id, request.key))
+    todo = [p for p in todo if p.result is None]
+    while todo:
+        try:
+            taken = _operations_post_once(todo)
+        except _KeysTaken as exc:
+            taken = exc.pending
+        except Exception:
+            logger.warning(
+                "coalesced operations failed; posting them one by one", exc_info=True
+            )
+            taken = set(todo)
+        for pending in taken:
+            pending.resolve(_ONE_BY_ONE)
+        todo = [p for p in todo if p.result is None and p.error is None]
+
+
+def _operations_post_once(todo: list[Pending[_Operation]]) -> set[Pending[_Operation]]:
+    """Post what can be posted in one DB transaction. Resolves or fails each
+    pending operation once committed; returns the ones to send one by one
+    (nothing is resolved then if their keys were taken: the batch is retried
+    without them)."""
+    now = timezone.now()
+    max_balance = settings.MAX_WALLET_BALANCE
+    one_by_one: set[Pending[_Operation]] = set()
+    outcomes: list[tuple[Pending[_Operation], Any, BaseException | None]] = []
+    wallet_ids = sorted({p.item.wallet.id for p in todo})
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        cursor.execute(_OPERATIONS_LOCK_SQL, [wallet_ids])
+        state = {row[0]: [Decimal(row[1]), row[2]] for row in cursor.fetchall()}
+        deltas: dict[UUID, Decimal] = defaultdict(Decimal)
+        rows: dict[str, list[Any]] = defaultdict(list)
+        keyed: dict[str, Pending[_Operation]] = {}
+        for pending in todo:
+            op = pending.item
+            wallet = op.wallet
+            current = state.get(wallet.id)
+            if current is None:
+                outcomes.append((pending, None, WalletNotFound()))
+                continue
+            balance, status = current
+            if status != Wallet.Status.ACTIVE:
+                one_by_one.add(pending)  # fee debt collection or wallet_blocked
+                continue
+            new_balance = balance + op.amount
+            error = (
+                InsufficientFunds()
+                if new_balance < 0
+                else BalanceLimitExceeded()
+                if new_balance > max_balance
+                else None
+            )
+            if error is not None:
+                if op.request is None:
+                    outcomes.append((pending, None, error))
+                else:  # a twin may have spent the money: one by one finds out
+                    one_by_one.add(pending)
+                continue
+            current[0] = new_balance
+            deltas[wallet.id] += op.amount
+            deposit = op.amount > 0
+            txn = Transaction(
+                id=uuid.uuid4(),
+                kind=Transaction.Kind.DEPOSIT
+                if deposit
+                else Transaction.Kind.WITHDRAWAL,
+                status=Transaction.Status.POSTED,
+                initiator=op.initiator,
+                created_at=now,
+                posted_at=now,
+            )
+            txn._state.adding = False
+            txn._state.db = connection.alias
+            body = op.render(
+                Posting(transaction=txn, entries=[], balances={wallet.id: new_balance})
+            )
+            external = system_wallet(wallet.currency, Wallet.SystemCode.EXTERNAL)
+            rows["txn_ids"].append(txn.id)
+            rows["kinds"].append(txn.kind)
+            rows["initiators"].append(op.initiator.pk if op.initiator else None)
+            for leg_wallet, leg_amount, leg_balance in (
+                (wallet.id, op.amount, new_balance),
+                (external.id, -op.amount, None),
+            ):
+                rows["entry_txns"].append(txn.id)
+                rows["entry_wallets"].append(leg_wallet)
+                rows["entry_currencies"].append(wallet.currency)
+                rows["entry_amounts"].append(leg_amount)
+                rows["entry_balances"].append(leg_balance)
+            if op.request is not None:
+                rows["key_users"].append(op.request.user_id)
+                rows["keys"].append(op.request.key)
+                rows["fingerprints"].append(op.request.fingerprint)
+                rows["bodies"].append(json.dumps(body, cls=DjangoJSONEncoder))
+                keyed[f"{op.request.user_id} {op.request.key}"] = pending
+            outcomes.append((pending, IdempotentResponse(201, body), None))
+        if deltas:
+            cursor.execute(
+                _OPERATIONS_SQL,
+                {
+                    "now": now,
+                    "wallet_ids": list(deltas),
+                    "deltas": list(deltas.values()),
+                    **{
+                        name: rows[name]
+                        for name in (
+                            "txn_ids",
+                            "kinds",
+                            "initiators",
+                            "entry_txns",
+                            "entry_wallets",
+                            "entry_currencies",
+                            "entry_amounts",
+                            "entry_balances",
+                            "key_users",
+                            "keys",
+                            "fingerprints",
+                            "bodies",
+                        )
+                    },
+                },
+            )
+            updated, claimed = cursor.fetchone()
+            if updated != len(deltas):
+                raise RuntimeError(
+                    f"coalesced operations: {updated} of {len(deltas)} wallets updated"
+                )
+            taken = set(keyed) - set(claimed)
+            if taken:
+                # Another request committed one of these keys first: roll back,
+                # send those one by one (they answer with the stored response)
+                # and post the rest again.
+                raise _KeysTaken({keyed[key] for key in taken})
+    for pending, result, error in outcomes:
+        if error is None:
+            pending.resolve(result)
+        else:
+            pending.fail(error)
+    return one_by_one
+
+
+class _KeysTaken(Exception):
+    def __init__(self, pending: set) -> None:
+        super().__init__(f"{len(pending)} idempotency keys already taken")
+        self.pending = pending
+
+
+_operation_batches: Coalescer[_Operation] = Coalescer(_operations_post, max_batch=128)
 
 
 # --- Adjustments (operators' two-person corrections, posted from the admin) ---------------

@@ -228,6 +228,10 @@ CURRENCY_DECIMAL_PLACES = 2
 MAX_OPERATION_AMOUNT = Decimal(env.str("MAX_OPERATION_AMOUNT", default="1000000000.00"))
 # A user wallet's balance may not grow past this (well inside NUMERIC(20, 2)).
 MAX_WALLET_BALANCE = Decimal(env.str("MAX_WALLET_BALANCE", default="1000000000000.00"))
+# Group commit (transactions.services.wallet_operation): DEPOSIT/WITHDRAW requests
+# that arrive while another is being posted share its next DB transaction (one row
+# lock and one COMMIT for many operations, each checked and answered on its own).
+LEDGER_COALESCE = env.bool("LEDGER_COALESCE", default=True)
 EXCHANGE_RATES_URL = env.str("EXCHANGE_RATES_URL", default="")
 RATE_MAX_AGE = timedelta(seconds=env.int("RATE_MAX_AGE_SECONDS", default=24 * 3600))
 # Rate provider (exchangerate-api v6 "latest": GET {EXCHANGE_RATES_URL}/{BASE}):

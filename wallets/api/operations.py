@@ -36,11 +36,6 @@ class WalletOperationView(APIView):
         data.is_valid(raise_exception=True)
         operation_type = data.validated_data["operation_type"]
         amount = data.validated_data["amount"]
-        move = (
-            ledger.wallet_deposit
-            if operation_type == "DEPOSIT"
-            else ledger.wallet_withdraw
-        )
 
         def render(posting: ledger.Posting) -> dict:
             return {
@@ -52,9 +47,12 @@ class WalletOperationView(APIView):
                 "new_balance": money_str(posting.balances[wallet.id], wallet.currency),
             }
 
-        result = ledger.idempotency_execute(
+        result = ledger.wallet_operation(
+            wallet=wallet,
+            operation_type=operation_type,
+            amount=amount,
+            initiator=request.user,
             request=idempotency_request(request),
-            action=lambda: move(wallet=wallet, amount=amount, initiator=request.user),
             render=render,
         )
         return Response(result.body, status=result.status)

@@ -1,0 +1,283 @@
+"""Group commit: concurrent DEPOSIT/WITHDRAW requests posted together in one DB
+transaction must give every client exactly the answer, entries and balance it
+would have had alone (threads against the real PostgreSQL)."""
+
+import random
+import threading
+import time
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+
+from conftest import client_for, run_in_threads
+from transactions import services as ledger
+from transactions.batching import Coalescer
+from transactions.models import Entry, IdempotencyKey, Transaction
+from transactions.selectors import ledger_reconcile
+from wallet_project.errors import InsufficientFunds, WalletBlocked
+from wallets.models import Wallet
+
+
+def _operate(wallet: Wallet, operation_type: str, amount: Decimal, key=None):
+    """The service the API calls, rendering what the API renders."""
+
+    def render(posting):
+        return {
+            "operation_id": str(posting.transaction.id),
+            "new_balance": str(posting.balances[wallet.id]),
+        }
+
+    request = None
+    if key is not None:
+        request = ledger.IdempotencyRequest(
+            user_id=wallet.owner_id,
+            key=key,
+            fingerprint=ledger.IdempotencyRequest.fingerprint_of(
+                "POST", "/op", {"type": operation_type, "amount": str(amount)}
+            ),
+        )
+    return ledger.wallet_operation(
+        wallet=wallet,
+        operation_type=operation_type,
+        amount=amount,
+        initiator=None,
+        request=request,
+        render=render,
+    )
+
+
+def _assert_history_consistent(wallet: Wallet, opening: Decimal) -> None:
+    """In id order, every entry's balance_after is the previous one plus its amount."""
+    balance = opening
+    for amount, balance_after in (
+        Entry.objects.filter(wallet=wallet)
+        .order_by("id")
+        .values_list("amount", "balance_after")
+    ):
+        balance += amount
+        assert balance_after == balance
+        assert balance_after >= 0
+    wallet.refresh_from_db()
+    assert wallet.balance.amount == balance
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_operations_on_one_wallet_are_each_answered_exactly(make_wallet):
+    wallet = make_wallet(balance="50.00")
+    threads, ops_per_thread = 32, 40
+
+    def work(i: int):
+        rng = random.Random(i)
+        answers = []
+        for _ in range(ops_per_thread):
+            amount = Decimal(rng.randint(1, 600)) / 100
+            kind = "DEPOSIT" if rng.random() < 0.5 else "WITHDRAW"
+            try:
+                answer = _operate(wallet, kind, amount)
+            except InsufficientFunds:
+                answers.append((kind, amount, None))
+            else:
+                assert answer.status == 201
+                answers.append((kind, amount, answer.body))
+        return answers
+
+    answers = [a for per_thread in run_in_threads(threads, work) for a in per_thread]
+    succeeded = [a for a in answers if a[2] is not None]
+    net = sum(
+        (amount if kind == "DEPOSIT" else -amount for kind, amount, _ in succeeded),
+        Decimal(0),
+    )
+    wallet.refresh_from_db()
+    assert wallet.balance.amount == Decimal("50.00") + net
+    # Each client was told its own transaction and the balance right after it.
+    legs = {
+        str(txn_id): (amount, balance_after)
+        for txn_id, amount, balance_after in Entry.objects.filter(
+            wallet=wallet
+        ).values_list("transaction_id", "amount", "balance_after")
+    }
+    for kind, amount, body in succeeded:
+        signed = amount if kind == "DEPOSIT" else -amount
+        assert legs[body["operation_id"]] == (signed, Decimal(body["new_balance"]))
+    assert Transaction.objects.count() == len(succeeded) + 1  # + the opening deposit
+    _assert_history_consistent(wallet, Decimal(0))
+    assert ledger_reconcile().clean
+    # They really were posted together: some DB transactions carried several.
+    batches = Transaction.objects.values("created_at").distinct().count()
+    assert batches < len(succeeded)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_withdrawals_racing_for_the_last_funds_through_batches(make_wallet):
+    wallet = make_wallet(balance="10.00")
+
+    def work(i: int) -> bool:
+        try:
+            _operate(wallet, "WITHDRAW", Decimal("1.00"))
+            return True
+        except InsufficientFunds:
+            return False
+
+    assert sum(run_in_threads(40, work)) == 10
+    wallet.refresh_from_db()
+    assert wallet.balance.amount == Decimal("0.00")
+    assert ledger_reconcile().clean
+
+
+@pytest.mark.django_db(transaction=True)
+def test_operations_spread_over_wallets_stay_exact_per_wallet(make_wallet):
+    wallets = [make_wallet(balance="20.00") for _ in range(4)]
+
+    def work(i: int):
+        rng = random.Random(100 + i)
+        moved = Counter()
+        for _ in range(30):
+            wallet = rng.choice(wallets)
+            amount = Decimal(rng.randint(1, 900)) / 100
+            kind = rng.choice(["DEPOSIT", "WITHDRAW"])
+            try:
+                _operate(wallet, kind, amount)
+            except InsufficientFunds:
+                continue
+            moved[wallet.id] += amount if kind == "DEPOSIT" else -amount
+        return moved
+
+    total = Counter()
+    for moved in run_in_threads(24, work):
+        total.update(moved)
+    for wallet in wallets:
+        wallet.refresh_from_db()
+        assert wallet.balance.amount == Decimal("20.00") + total[wallet.id]
+        _assert_history_consistent(wallet, Decimal(0))
+    assert ledger_reconcile().clean
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_blocked_wallet_in_a_batch_receives_but_cannot_send(make_wallet):
+    wallet = make_wallet(balance="30.00")
+    Wallet.objects.filter(pk=wallet.pk).update(
+        status=Wallet.Status.BLOCKED, blocked_reason="Operator: fraud check"
+    )
+
+    def work(i: int) -> str:
+        try:
+            _operate(wallet, "DEPOSIT" if i % 2 else "WITHDRAW", Decimal("1.00"))
+            return "ok"
+        except WalletBlocked:
+            return "blocked"
+
+    outcomes = Counter(run_in_threads(20, work))
+    assert outcomes == {"ok": 10, "blocked": 10}
+    wallet.refresh_from_db()
+    assert wallet.balance.amount == Decimal("40.00")
+    assert wallet.status == Wallet.Status.BLOCKED
+    assert ledger_reconcile().clean
+
+
+@pytest.mark.django_db(transaction=True)
+def test_keyed_operations_in_one_batch_store_each_answer_once(make_wallet):
+    wallet = make_wallet(balance="0")
+
+    def work(i: int):
+        return _operate(wallet, "DEPOSIT", Decimal("2.00"), key=f"key-{i % 8}")
+
+    answers = run_in_threads(24, work)
+    # 8 keys, each sent by three threads at once: 8 deposits, one answer per key.
+    by_key: dict[str, set] = {}
+    for i, answer in enumerate(answers):
+        assert answer.status == 201
+        by_key.setdefault(f"key-{i % 8}", set()).add(answer.body["operation_id"])
+    assert all(len(ids) == 1 for ids in by_key.values())
+    wallet.refresh_from_db()
+    assert wallet.balance.amount == Decimal("16.00")
+    assert Transaction.objects.filter(kind="deposit").count() == 8
+    assert IdempotencyKey.objects.count() == 8
+    # A replay returns the stored answer and moves nothing.
+    replay = _operate(wallet, "DEPOSIT", Decimal("2.00"), key="key-3")
+    assert replay.replayed and replay.body["operation_id"] in by_key["key-3"]
+    wallet.refresh_from_db()
+    assert wallet.balance.amount == Decimal("16.00")
+    assert ledger_reconcile().clean
+
+
+@pytest.mark.django_db(transaction=True)
+def test_api_operations_in_flight_together(user, make_wallet):
+    wallet = make_wallet(owner=user, balance="5.00")
+    url = f"/api/v1/wallets/{wallet.id}/operation"
+
+    def work(i: int):
+        body = {"operation_type": "WITHDRAW" if i % 3 else "DEPOSIT", "amount": "1.00"}
+        response = client_for(user).post(url, body, format="json")
+        return response.status_code, response.json()
+
+    results = run_in_threads(30, work)
+    statuses = Counter(status for status, _ in results)
+    assert set(statuses) <= {201, 400}
+    assert all(
+        body["code"] == "insufficient_funds"
+        for status, body in results
+        if status == 400
+    )
+    deposits = 10
+    withdrawals = statuses[201] - deposits
+    wallet.refresh_from_db()
+    assert wallet.balance.amount == Decimal("5.00") + deposits - withdrawals
+    assert ledger_reconcile().clean
+
+
+# --- The coalescer itself (no database) ----------------------------------------------------
+
+
+def test_coalescer_answers_every_caller_and_batches_the_ones_that_wait():
+    batches: list[int] = []
+
+    def handle(batch):
+        batches.append(len(batch))
+        time.sleep(0.01)  # a commit in flight: others queue up meanwhile
+        for pending in batch:
+            pending.resolve(pending.item * 10)
+
+    coalescer = Coalescer(handle, max_batch=5)
+    barrier = threading.Barrier(20)
+    results = {}
+
+    def caller(i: int):
+        barrier.wait()
+        results[i] = coalescer.submit(i)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert results == {i: i * 10 for i in range(20)}
+    assert sum(batches) == 20
+    assert max(batches) > 1 and max(batches) <= 5
+
+
+def test_coalescer_gives_a_failed_batch_error_to_every_caller_in_it():
+    def handle(batch):
+        time.sleep(0.01)
+        raise RuntimeError("database went away")
+
+    coalescer = Coalescer(handle, max_batch=50)
+    barrier = threading.Barrier(8)
+    errors = []
+
+    def caller(i: int):
+        barrier.wait()
+        try:
+            coalescer.submit(i)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == ["database went away"] * 8
+    # And the coalescer still works afterwards.
+    coalescer._handle = lambda batch: [p.resolve("ok") for p in batch]
+    assert coalescer.submit(1) == "ok"
