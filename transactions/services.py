@@ -1170,3 +1170,130 @@ def transfer_create(
         description=description,
         metadata=metadata,
     )
+
+
+# --- Many debits in one statement (set-based jobs: the monthly fee run) -------------------
+#
+# A job that takes money out of many user wallets into a system wallet posts them
+# with `ledger_debit_many`: one balanced two-leg transaction per wallet, all of them
+# written by ONE statement. Each wallet moves by the same conditional UPDATE as in
+# ledger_post (never below zero, never past MAX_WALLET_BALANCE, a blocked wallet
+# only with allow_blocked), and the transaction row and both entries of a debit are
+# inserted from that UPDATE's RETURNING rows: a wallet the UPDATE did not move gets
+# nothing recorded, and every balance change has its entries in the same statement.
+
+
+@dataclass(frozen=True)
+class Debit:
+    """`amount` (> 0) out of the user wallet `wallet_id` into `counterpart`, a
+    system wallet in that wallet's currency: one transaction of its own."""
+
+    wallet_id: UUID
+    amount: Decimal
+    counterpart: Wallet
+    description: str = ""
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Debited:
+    transaction_id: UUID
+    balance: Decimal  # the user wallet's balance right after the debit
+
+
+_DEBITS_LOCK_SQL = """
+SELECT id FROM wallets_wallet WHERE id = ANY(%s) ORDER BY id FOR UPDATE
+"""
+
+_DEBITS_SQL = """
+WITH v AS (
+    SELECT *
+      FROM unnest(%(wallet_ids)s::uuid[], %(currencies)s::varchar[],
+                  %(amounts)s::numeric[], %(counterparts)s::uuid[],
+                  %(descriptions)s::varchar[], %(metadata)s::jsonb[]) WITH ORDINALITY
+           AS v (wallet_id, currency, amount, counterpart_id, description, metadata, n)
+),
+w AS (
+    UPDATE wallets_wallet AS w
+       SET balance = w.balance - v.amount, updated_at = %(now)s
+      FROM v
+     WHERE w.id = v.wallet_id AND w.kind = 'user' AND w.currency = v.currency
+       AND w.balance - v.amount >= 0 AND w.balance - v.amount <= %(max_balance)s
+       {status_clause}
+ RETURNING v.n, v.wallet_id, v.currency, v.amount, v.counterpart_id, v.description,
+           v.metadata, w.balance, gen_random_uuid() AS transaction_id
+),
+t AS (
+    INSERT INTO transactions_transaction
+           (id, kind, status, initiator_id, description, created_at, posted_at,
+            metadata)
+    SELECT w.transaction_id, %(kind)s, %(status)s, NULL, w.description, %(now)s,
+           %(now)s, w.metadata
+      FROM w
+),
+e AS (
+    INSERT INTO transactions_entry
+           (transaction_id, wallet_id, currency, amount, balance_after, created_at)
+    SELECT w.transaction_id, leg.wallet_id, w.currency, leg.amount, leg.balance_after,
+           %(now)s
+      FROM w, LATERAL (VALUES (1, w.wallet_id, -w.amount, w.balance),
+                              (2, w.counterpart_id, w.amount, NULL))
+           AS leg (i, wallet_id, amount, balance_after)
+     ORDER BY w.n, leg.i
+)
+SELECT n, transaction_id, balance FROM w
+"""
+
+
+def ledger_debit_many(
+    *, kind: str, debits: Sequence[Debit], allow_blocked: bool = False
+) -> list[Debited | None]:
+    """Post every debit as its own balanced, posted transaction of `kind`
+    (user wallet -amount, counterpart +amount, the user leg with its
+    balance_after), all in one statement. PostgreSQL only.
+
+    The result is aligned with `debits`: None where the wallet did not move
+    (missing, not in the counterpart's currency, short of funds, over its limit,
+    blocked without `allow_blocked`). Nothing is recorded for such a debit; the
+    caller decides what to do with it (ledger_post says why it cannot move).
+    Each wallet at most once per call. The wallets are locked in id order
+    first, so this never waits in a cycle with ledger_post. Runs inside the
+    caller's DB transaction (or its own when there is none).
+    """
+    if connection.vendor != "postgresql":
+        raise NotImplementedError("ledger_debit_many needs PostgreSQL")
+    if not debits:
+        return []
+    wallet_ids = [debit.wallet_id for debit in debits]
+    if len(set(wallet_ids)) != len(wallet_ids):
+        raise ValueError("ledger_debit_many: a wallet appears more than once")
+    for debit in debits:
+        if not (debit.amount.is_finite() and debit.amount > 0):
+            raise InvalidAmount()
+        if debit.counterpart.kind != Wallet.Kind.SYSTEM:
+            raise ValueError("ledger_debit_many: the counterpart is a system wallet")
+    now = timezone.now()
+    status_clause = "" if allow_blocked else "AND w.status = 'active'"
+    params = {
+        "wallet_ids": wallet_ids,
+        "currencies": [debit.counterpart.currency for debit in debits],
+        "amounts": [debit.amount for debit in debits],
+        "counterparts": [debit.counterpart.id for debit in debits],
+        "descriptions": [debit.description for debit in debits],
+        "metadata": [json.dumps(d.metadata, cls=DjangoJSONEncoder) for d in debits],
+        "now": now,
+        "max_balance": settings.MAX_WALLET_BALANCE,
+        "kind": kind,
+        "status": Transaction.Status.POSTED,
+    }
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(_DEBITS_LOCK_SQL, [sorted(wallet_ids)])
+        cursor.execute(_DEBITS_SQL.format(status_clause=status_clause), params)
+        rows = cursor.fetchall()
+    results: list[Debited | None] = [None] * len(debits)
+    for n, transaction_id, balance in rows:
+        currency = debits[n - 1].counterpart.currency
+        results[n - 1] = Debited(
+            transaction_id, Decimal(str(balance)).quantize(quantum(currency))
+        )
+    return results
