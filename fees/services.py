@@ -23,8 +23,8 @@ from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from djmoney.money import Money
@@ -33,7 +33,7 @@ from accounts.models import User
 from fees.models import FeeCharge
 from transactions.models import Transaction
 from transactions.money import quantum
-from transactions.services import Leg, ledger_post
+from transactions.services import Debit, Leg, ledger_debit_many, ledger_post
 from wallet_project.errors import FeeChargeNotWaivable, RateUnavailable
 from wallets.models import Wallet
 from wallets.selectors import conversion_quote, system_wallet
@@ -366,15 +366,207 @@ def _merge(summary: FeeRunSummary, outcome: FeeRunSummary) -> None:
         summary.debt_totals[currency] += amount
 
 
-def _claim_batch(*, as_of: datetime, after: UUID | None, size: int) -> list[UUID]:
-    """The next `size` due wallets by id that no other worker holds right now."""
-    with transaction.atomic():
-        due = Wallet.objects.select_for_update(skip_locked=True).filter(
-            kind=Wallet.Kind.USER, next_fee_at__lte=as_of
+@dataclass(frozen=True)
+class _Due:
+    """A claimed wallet in the common case: active, exactly one period due, no
+    debt and no charge made yet for that period."""
+
+    wallet_id: UUID
+    period_start: datetime
+    quote: FeeQuote
+
+
+_INSERT_CHARGES_SQL = """
+INSERT INTO fees_feecharge
+       (wallet_id, period_start, currency, amount, rate, status, transaction_id,
+        paid_at, waived_reason, created_at, updated_at)
+SELECT v.wallet_id, v.period_start, v.currency, v.amount, v.rate, v.status,
+       v.transaction_id, v.paid_at, '', %(now)s, %(now)s
+  FROM unnest(%(wallet_ids)s::uuid[], %(periods)s::timestamptz[],
+              %(currencies)s::varchar[], %(amounts)s::numeric[],
+              %(rates)s::numeric[], %(statuses)s::varchar[],
+              %(transactions)s::uuid[], %(paid_at)s::timestamptz[]) WITH ORDINALITY
+       AS v (wallet_id, period_start, currency, amount, rate, status,
+             transaction_id, paid_at, n)
+ ORDER BY v.n
+"""
+
+_ADVANCE_WALLETS_SQL = """
+UPDATE wallets_wallet AS w
+   SET next_fee_at = v.next_fee_at,
+       status = CASE WHEN v.block THEN %(blocked)s ELSE w.status END,
+       blocked_reason = CASE WHEN v.block THEN %(reason)s ELSE w.blocked_reason END,
+       updated_at = %(now)s
+  FROM unnest(%(wallet_ids)s::uuid[], %(next_fee_at)s::timestamptz[],
+              %(block)s::boolean[]) AS v (id, next_fee_at, block)
+ WHERE w.id = v.id
+"""
+
+
+def _charge_batch(
+    *,
+    as_of: datetime,
+    after: UUID | None,
+    size: int,
+    quote_for: Callable[[str], FeeQuote],
+    summary: FeeRunSummary,
+) -> tuple[list[UUID], list[UUID]]:
+    """Claim the next `size` due wallets by id that no other worker holds (FOR
+    UPDATE SKIP LOCKED) and, in that one DB transaction, charge every one in the
+    common case (`_Due`) set-based: the payers through one `ledger_debit_many`
+    statement, then one INSERT of all the charges (paid or debt) and one UPDATE
+    of the wallets (next_fee_at, and blocked with FEE_BLOCK_REASON when it
+    cannot pay). The rules are `_charge_wallet`'s; a wallet in a currency with
+    no fresh rate is skipped.
+
+    Returns (claimed ids, the ids left to `_charge_wallet`): any other case
+    (several periods due, older debts, a charge already made for the period, a
+    blocked wallet), or everything claimed when the unique (wallet,
+    period_start) guard fired and the batch was rolled back.
+    """
+    outcome = FeeRunSummary(as_of=as_of)
+    claimed: list[UUID] = []
+    unusual: list[UUID] = []
+    try:
+        with transaction.atomic(durable=True):
+            due = Wallet.objects.select_for_update(skip_locked=True).filter(
+                kind=Wallet.Kind.USER, next_fee_at__lte=as_of
+            )
+            if after is not None:
+                due = due.filter(pk__gt=after)
+            rows = list(
+                due.order_by("pk").values_list(
+                    "pk", "currency", "balance", "status", "next_fee_at"
+                )[:size]
+            )
+            claimed = [row[0] for row in rows]
+            if not claimed:
+                return [], []
+            # Read under the row locks: charges are only made or changed by
+            # someone holding the wallet's lock.
+            with_charges = set(
+                FeeCharge.objects.filter(wallet_id__in=claimed)
+                .filter(
+                    Q(status=FeeCharge.Status.DEBT)
+                    | Q(period_start__gte=F("wallet__next_fee_at"))
+                )
+                .values_list("wallet_id", flat=True)
+            )
+            payers: list[_Due] = []
+            debtors: list[_Due] = []
+            for wallet_id, currency, balance, status, next_fee_at in rows:
+                try:
+                    quote = quote_for(currency)
+                except RateUnavailable:
+                    outcome.skipped += 1
+                    continue
+                if (
+                    status != Wallet.Status.ACTIVE
+                    or next_fee_at + settings.FEE_PERIOD <= as_of
+                    or wallet_id in with_charges
+                ):
+                    unusual.append(wallet_id)
+                    continue
+                due_now = _Due(wallet_id, next_fee_at, quote)
+                (payers if quote.amount <= balance else debtors).append(due_now)
+            paid = _pay(payers, unusual)
+            _record(paid, debtors)
+            outcome.wallets = len(paid) + len(debtors)
+            outcome.charged = len(paid)
+            outcome.debts = outcome.blocked = len(debtors)
+            for due_now, _txn in paid:
+                outcome.totals[due_now.quote.currency] += due_now.quote.amount
+            for due_now in debtors:
+                outcome.debt_totals[due_now.quote.currency] += due_now.quote.amount
+            if summary.dry_run:
+                raise _DryRun
+    except _DryRun:
+        pass
+    except IntegrityError as exc:
+        if "feecharge_one_per_period" not in str(exc):
+            raise
+        logger.warning("fee run: a batch was charged concurrently; one by one now")
+        return claimed, claimed
+    _merge(summary, outcome)
+    summary.skipped += outcome.skipped
+    return claimed, unusual
+
+
+def _pay(payers: list[_Due], unusual: list[UUID]) -> list[tuple[_Due, UUID]]:
+    """Post the payers' fees (one `fee` transaction each, as `_settle` does);
+    returns (payer, transaction id) for each one that moved. One that did not
+    (impossible under the lock, but never assumed) goes to `unusual`."""
+    debits = []
+    for due_now in payers:
+        quote = due_now.quote
+        debits.append(
+            Debit(
+                wallet_id=due_now.wallet_id,
+                amount=quote.amount,
+                counterpart=system_wallet(quote.currency, Wallet.SystemCode.FEES),
+                description=f"Monthly fee from {due_now.period_start:%Y-%m-%d}",
+                metadata={
+                    "fee_period_start": due_now.period_start.isoformat(),
+                    "fee_amount": str(settings.FEE_AMOUNT),
+                    "fee_currency": settings.FEE_CURRENCY,
+                    "amount": str(quote.amount),
+                    "currency": quote.currency,
+                    "rate": None if quote.rate is None else str(quote.rate),
+                    "collected_debt": False,
+                },
+            )
         )
-        if after is not None:
-            due = due.filter(pk__gt=after)
-        return list(due.order_by("pk").values_list("pk", flat=True)[:size])
+    moved = ledger_debit_many(
+        kind=Transaction.Kind.FEE, debits=debits, allow_blocked=True
+    )
+    paid = []
+    for due_now, result in zip(payers, moved, strict=True):
+        if result is None:
+            unusual.append(due_now.wallet_id)
+        else:
+            paid.append((due_now, result.transaction_id))
+    return paid
+
+
+def _record(paid: list[tuple[_Due, UUID]], debtors: list[_Due]) -> None:
+    """The charges of one batch (paid, or debt) and its wallets' next fee date;
+    a debtor is blocked with FEE_BLOCK_REASON (they are all active here)."""
+    charges = [(due_now, txn) for due_now, txn in paid]
+    charges += [(due_now, None) for due_now in debtors]
+    if not charges:
+        return
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT_CHARGES_SQL,
+            {
+                "now": now,
+                "wallet_ids": [c.wallet_id for c, _t in charges],
+                "periods": [c.period_start for c, _t in charges],
+                "currencies": [c.quote.currency for c, _t in charges],
+                "amounts": [c.quote.amount for c, _t in charges],
+                "rates": [c.quote.rate for c, _t in charges],
+                "statuses": [
+                    FeeCharge.Status.DEBT if t is None else FeeCharge.Status.PAID
+                    for _c, t in charges
+                ],
+                "transactions": [t for _c, t in charges],
+                "paid_at": [None if t is None else now for _c, t in charges],
+            },
+        )
+        cursor.execute(
+            _ADVANCE_WALLETS_SQL,
+            {
+                "now": now,
+                "blocked": Wallet.Status.BLOCKED,
+                "reason": FEE_BLOCK_REASON,
+                "wallet_ids": [c.wallet_id for c, _t in charges],
+                "next_fee_at": [
+                    c.period_start + settings.FEE_PERIOD for c, _t in charges
+                ],
+                "block": [t is None for _c, t in charges],
+            },
+        )
 
 
 def fee_charge_due(
@@ -387,10 +579,14 @@ def fee_charge_due(
     """Charge every user wallet whose fee is due by `as_of` (default: now).
 
     Due wallets are claimed in batches ordered by id with `FOR UPDATE SKIP
-    LOCKED`, then each is locked again (skip locked), re-checked and charged in
-    its own DB transaction: every period due by `as_of` (a wallet several periods
-    behind pays or owes each one), `next_fee_at` advanced past `as_of`. A wallet
-    whose balance does not cover a fee is blocked and the fee recorded as debt.
+    LOCKED`. In the claiming DB transaction the common case (active, one period
+    due, nothing owed) is charged set-based, a few statements for the whole batch
+    (`_charge_batch`); every other claimed wallet is then locked again (skip
+    locked), re-checked and charged in its own DB transaction (`_charge_wallet`):
+    every period due by `as_of` (a wallet several periods behind pays or owes
+    each one, older debts first). Either way `next_fee_at` is advanced past
+    `as_of`, and a wallet whose balance does not cover a fee is blocked and the
+    fee recorded as debt.
     Several workers may run at once: a wallet one of them holds is passed over by
     the others, one already charged no longer matches `next_fee_at <= as_of`, and
     the unique (wallet, period_start) constraint is the last guard. Wallets passed
@@ -427,14 +623,24 @@ def fee_charge_due(
 
     handled: set[UUID] = set()  # charged or skipped by this run (dry runs too)
     after: UUID | None = None
-    while ids := _claim_batch(as_of=as_of, after=after, size=batch_size):
-        for wallet_id in ids:
+    while True:
+        claimed, unusual = _charge_batch(
+            as_of=as_of,
+            after=after,
+            size=batch_size,
+            quote_for=quote_for,
+            summary=summary,
+        )
+        if not claimed:
+            break
+        handled.update(set(claimed).difference(unusual))
+        for wallet_id in unusual:
             result = _charge_wallet(
                 wallet_id, as_of=as_of, quote_for=quote_for, summary=summary, wait=False
             )
             if result is not None:
                 handled.add(wallet_id)
-        after = ids[-1]
+        after = claimed[-1]
         if progress is not None:
             progress(summary)
     # Wallets that were locked when claimed or reached (a payment in flight, or
