@@ -15,9 +15,9 @@ is the sum of their entries.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -62,7 +62,6 @@ from wallets.selectors import (
 )
 
 T = TypeVar("T")
-logger = logging.getLogger(__name__)
 
 
 def amount_validate(amount: Decimal, currency: str) -> Decimal:
@@ -518,21 +517,26 @@ def _claim(request: IdempotencyRequest, status: int, body: Any) -> bool:
 
 @dataclass(frozen=True)
 class _Operation:
-    wallet: Wallet
-    amount: Decimal  # signed: > 0 cash in, < 0 cash out
+    wallet_id: UUID
+    owner_id: UUID
+    amount: Decimal  # positive
+    deposit: bool
     initiator: User | None
     request: IdempotencyRequest | None
-    render: Callable[[Posting], Any]
+    render: Callable[[Wallet, Posting], Any]
 
 
 _ONE_BY_ONE = object()  # a batch's answer: take the one-by-one path
 
-_OPERATIONS_LOCK_SQL = """
-SELECT id, balance, status FROM wallets_wallet
- WHERE id = ANY(%s) AND kind = 'user'
- ORDER BY id
-   FOR UPDATE
-"""
+
+@functools.cache
+def _operations_lock_sql() -> str:
+    columns = ", ".join(f.column for f in Wallet._meta.concrete_fields)
+    return (
+        f"SELECT {columns} FROM wallets_wallet "  # noqa: S608 - model column names
+        "WHERE id = ANY(%s) AND kind = 'user' ORDER BY id FOR UPDATE"
+    )
+
 
 _OPERATIONS_SQL = """
 WITH w AS (
@@ -577,38 +581,44 @@ SELECT (SELECT count(*) FROM w), ARRAY(SELECT k.user_id::text || ' ' || k.key FR
 
 def wallet_operation(
     *,
-    wallet: Wallet,
+    wallet_id: UUID,
+    owner: User,
     operation_type: str,
     amount: Decimal,
-    initiator: User | None,
     request: IdempotencyRequest | None,
-    render: Callable[[Posting], Any],
+    render: Callable[[Wallet, Posting], Any],
 ) -> IdempotentResponse:
-    """DEPOSIT or WITHDRAW `amount` on a user wallet, once per Idempotency-Key.
+    """DEPOSIT or WITHDRAW `amount` on `owner`'s wallet `wallet_id`, once per
+    Idempotency-Key; `owner` is also the initiator. Someone else's or an unknown
+    wallet is WalletNotFound.
 
     The same rules and answers as `wallet_deposit`/`wallet_withdraw` under
     `idempotency_execute`; on PostgreSQL, outside any transaction, concurrent
-    operations in this process are posted together (see above). `render` turns
-    the posting into the response body (it sees the transaction and the
-    wallet's new balance).
+    operations in this process are posted together (see above), and the wallet
+    is read only by the batch's locking SELECT. `render(wallet, posting)` makes
+    the response body (the posting's transaction and the wallet's new balance).
     """
-    amount = amount_validate(amount, wallet.currency)
     deposit = operation_type == "DEPOSIT"
     if _coalescing():
         if request is not None and (done := _stored(request)) is not None:
             return done
+        if connection.connection is not None and connection.pool is not None:
+            # Hand a pooled connection back while waiting: only the one caller
+            # that leads the batch needs one.
+            connection.close()
         outcome = _operation_batches.submit(
-            _Operation(
-                wallet, amount if deposit else -amount, initiator, request, render
-            )
+            _Operation(wallet_id, owner.pk, amount, deposit, owner, request, render)
         )
         if outcome is not _ONE_BY_ONE:
             return outcome
+    from wallets.selectors import wallet_get_for_user  # wallets builds on the ledger
+
+    wallet = wallet_get_for_user(user=owner, wallet_id=wallet_id)
     move = wallet_deposit if deposit else wallet_withdraw
     return idempotency_execute(
         request=request,
-        action=lambda: move(wallet=wallet, amount=amount, initiator=initiator),
-        render=render,
+        action=lambda: move(wallet=wallet, amount=amount, initiator=owner),
+        render=lambda posting: render(wallet, posting),
     )
 
 
@@ -636,15 +646,13 @@ def _operations_post(batch: Sequence[Pending[_Operation]]) -> None:
             seen.add((request.user_id, request.key))
     todo = [p for p in todo if p.result is None]
     while todo:
+        # Any other error (the database gone, a failed COMMIT whose outcome is
+        # unknown) reaches every caller in the batch, as it would a lone request:
+        # never retried here, since the batch may have committed.
         try:
             taken = _operations_post_once(todo)
         except _KeysTaken as exc:
             taken = exc.pending
-        except Exception:
-            logger.warning(
-                "coalesced operations failed; posting them one by one", exc_info=True
-            )
-            taken = set(todo)
         for pending in taken:
             pending.resolve(_ONE_BY_ONE)
         todo = [p for p in todo if p.result is None and p.error is None]
@@ -659,25 +667,35 @@ def _operations_post_once(todo: list[Pending[_Operation]]) -> set[Pending[_Opera
     max_balance = settings.MAX_WALLET_BALANCE
     one_by_one: set[Pending[_Operation]] = set()
     outcomes: list[tuple[Pending[_Operation], Any, BaseException | None]] = []
-    wallet_ids = sorted({p.item.wallet.id for p in todo})
+    wallet_ids = sorted({p.item.wallet_id for p in todo})
     with transaction.atomic(durable=True), connection.cursor() as cursor:
-        cursor.execute(_OPERATIONS_LOCK_SQL, [wallet_ids])
-        state = {row[0]: [Decimal(row[1]), row[2]] for row in cursor.fetchall()}
+        cursor.execute(_operations_lock_sql(), [wallet_ids])
+        wallets = {
+            wallet.id: wallet
+            for wallet in (
+                Wallet.from_db(connection.alias, None, row) for row in cursor.fetchall()
+            )
+        }
+        balances = {wallet.id: wallet.balance.amount for wallet in wallets.values()}
         deltas: dict[UUID, Decimal] = defaultdict(Decimal)
         rows: dict[str, list[Any]] = defaultdict(list)
         keyed: dict[str, Pending[_Operation]] = {}
         for pending in todo:
             op = pending.item
-            wallet = op.wallet
-            current = state.get(wallet.id)
-            if current is None:
+            wallet = wallets.get(op.wallet_id)
+            if wallet is None or wallet.owner_id != op.owner_id:
                 outcomes.append((pending, None, WalletNotFound()))
                 continue
-            balance, status = current
-            if status != Wallet.Status.ACTIVE:
+            if wallet.status != Wallet.Status.ACTIVE:
                 one_by_one.add(pending)  # fee debt collection or wallet_blocked
                 continue
-            new_balance = balance + op.amount
+            try:
+                amount = amount_validate(op.amount, wallet.currency)
+            except InvalidAmount as error:
+                outcomes.append((pending, None, error))
+                continue
+            amount = amount if op.deposit else -amount
+            new_balance = balances[wallet.id] + amount
             error = (
                 InsufficientFunds()
                 if new_balance < 0
@@ -691,13 +709,12 @@ def _operations_post_once(todo: list[Pending[_Operation]]) -> set[Pending[_Opera
                 else:  # a twin may have spent the money: one by one finds out
                     one_by_one.add(pending)
                 continue
-            current[0] = new_balance
-            deltas[wallet.id] += op.amount
-            deposit = op.amount > 0
+            balances[wallet.id] = new_balance
+            deltas[wallet.id] += amount
             txn = Transaction(
                 id=uuid.uuid4(),
                 kind=Transaction.Kind.DEPOSIT
-                if deposit
+                if op.deposit
                 else Transaction.Kind.WITHDRAWAL,
                 status=Transaction.Status.POSTED,
                 initiator=op.initiator,
@@ -707,15 +724,16 @@ def _operations_post_once(todo: list[Pending[_Operation]]) -> set[Pending[_Opera
             txn._state.adding = False
             txn._state.db = connection.alias
             body = op.render(
-                Posting(transaction=txn, entries=[], balances={wallet.id: new_balance})
+                wallet,
+                Posting(transaction=txn, entries=[], balances={wallet.id: new_balance}),
             )
             external = system_wallet(wallet.currency, Wallet.SystemCode.EXTERNAL)
             rows["txn_ids"].append(txn.id)
             rows["kinds"].append(txn.kind)
             rows["initiators"].append(op.initiator.pk if op.initiator else None)
             for leg_wallet, leg_amount, leg_balance in (
-                (wallet.id, op.amount, new_balance),
-                (external.id, -op.amount, None),
+                (wallet.id, amount, new_balance),
+                (external.id, -amount, None),
             ):
                 rows["entry_txns"].append(txn.id)
                 rows["entry_wallets"].append(leg_wallet)
@@ -1202,16 +1220,18 @@ class Debited:
 
 
 _DEBITS_LOCK_SQL = """
-SELECT id FROM wallets_wallet WHERE id = ANY(%s) ORDER BY id FOR UPDATE
+SELECT id FROM wallets_wallet
+ WHERE id = ANY(string_to_array(%s, ',')::uuid[])
+ ORDER BY id
+   FOR UPDATE
 """
 
 _DEBITS_SQL = """
 WITH v AS (
     SELECT *
-      FROM unnest(%(wallet_ids)s::uuid[], %(currencies)s::varchar[],
-                  %(amounts)s::numeric[], %(counterparts)s::uuid[],
-                  %(descriptions)s::varchar[], %(metadata)s::jsonb[]) WITH ORDINALITY
-           AS v (wallet_id, currency, amount, counterpart_id, description, metadata, n)
+      FROM jsonb_to_recordset(%(debits)s::jsonb)
+           AS v (n int, wallet_id uuid, currency varchar, amount numeric,
+                 counterpart_id uuid, description varchar, metadata jsonb)
 ),
 w AS (
     UPDATE wallets_wallet AS w
@@ -1274,24 +1294,35 @@ def ledger_debit_many(
             raise ValueError("ledger_debit_many: the counterpart is a system wallet")
     now = timezone.now()
     status_clause = "" if allow_blocked else "AND w.status = 'active'"
+    # The batch as one JSON document (and the ids as one string): array
+    # parameters are quoted element by element on the client, which cost more
+    # than the statement itself.
+    rows = [
+        {
+            "n": n,
+            "wallet_id": str(debit.wallet_id),
+            "currency": debit.counterpart.currency,
+            "amount": str(debit.amount),
+            "counterpart_id": str(debit.counterpart.id),
+            "description": debit.description,
+            "metadata": debit.metadata,
+        }
+        for n, debit in enumerate(debits, start=1)
+    ]
     params = {
-        "wallet_ids": wallet_ids,
-        "currencies": [debit.counterpart.currency for debit in debits],
-        "amounts": [debit.amount for debit in debits],
-        "counterparts": [debit.counterpart.id for debit in debits],
-        "descriptions": [debit.description for debit in debits],
-        "metadata": [json.dumps(d.metadata, cls=DjangoJSONEncoder) for d in debits],
+        "debits": json.dumps(rows, cls=DjangoJSONEncoder),
         "now": now,
         "max_balance": settings.MAX_WALLET_BALANCE,
         "kind": kind,
         "status": Transaction.Status.POSTED,
     }
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute(_DEBITS_LOCK_SQL, [sorted(wallet_ids)])
+        ids = ",".join(str(wallet_id) for wallet_id in sorted(wallet_ids))
+        cursor.execute(_DEBITS_LOCK_SQL, [ids])
         cursor.execute(_DEBITS_SQL.format(status_clause=status_clause), params)
-        rows = cursor.fetchall()
+        moved = cursor.fetchall()
     results: list[Debited | None] = [None] * len(debits)
-    for n, transaction_id, balance in rows:
+    for n, transaction_id, balance in moved:
         currency = debits[n - 1].counterpart.currency
         results[n - 1] = Debited(
             transaction_id, Decimal(str(balance)).quantize(quantum(currency))

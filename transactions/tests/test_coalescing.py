@@ -9,6 +9,8 @@ from collections import Counter
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import client_for, run_in_threads
 from transactions import services as ledger
@@ -22,7 +24,7 @@ from wallets.models import Wallet
 def _operate(wallet: Wallet, operation_type: str, amount: Decimal, key=None):
     """The service the API calls, rendering what the API renders."""
 
-    def render(posting):
+    def render(wallet, posting):
         return {
             "operation_id": str(posting.transaction.id),
             "new_balance": str(posting.balances[wallet.id]),
@@ -38,10 +40,10 @@ def _operate(wallet: Wallet, operation_type: str, amount: Decimal, key=None):
             ),
         )
     return ledger.wallet_operation(
-        wallet=wallet,
+        wallet_id=wallet.id,
+        owner=wallet.owner,
         operation_type=operation_type,
         amount=amount,
-        initiator=None,
         request=request,
         render=render,
     )
@@ -281,3 +283,73 @@ def test_coalescer_gives_a_failed_batch_error_to_every_caller_in_it():
     # And the coalescer still works afterwards.
     coalescer._handle = lambda batch: [p.resolve("ok") for p in batch]
     assert coalescer.submit(1) == "ok"
+
+
+# --- The API on the coalesced path (outside any test transaction) --------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_api_answers_on_the_coalesced_path(user, other_user, make_wallet):
+    wallet = make_wallet(owner=user, balance="10.00")
+    foreign = make_wallet(owner=other_user, balance="10.00")
+    client = client_for(user)
+
+    def post(wallet_id, body):
+        response = client.post(
+            f"/api/v1/wallets/{wallet_id}/operation", body, format="json"
+        )
+        return response.status_code, response.json()
+
+    status, body = post(wallet.id, {"operationType": "WITHDRAW", "amount": "2.50"})
+    assert status == 201
+    assert body["new_balance"] == "7.50" and body["amount"] == "2.50"
+    assert body["currency"] == "KZT" and body["operation_type"] == "WITHDRAW"
+    status, body = post(wallet.id, {"operation_type": "DEPOSIT", "amount": 1})
+    assert (status, body["new_balance"]) == (201, "8.50")
+    status, body = post(wallet.id, {"operation_type": "WITHDRAW", "amount": "9.00"})
+    assert (status, body["code"]) == (400, "insufficient_funds")
+    for wallet_id in (foreign.id, "00000000-0000-0000-0000-000000000000", "nope"):
+        status, body = post(wallet_id, {"operation_type": "DEPOSIT", "amount": "1.00"})
+        assert (status, body["code"]) == (404, "wallet_not_found")
+    # A bad body on someone else's wallet is still a 404, on one's own a 400.
+    status, body = post(foreign.id, {"operation_type": "DEPOSIT", "amount": "1.001"})
+    assert status == 404
+    status, body = post(wallet.id, {"operation_type": "DEPOSIT", "amount": "1.001"})
+    assert status == 400 and "amount" in body
+    Wallet.objects.filter(pk=wallet.pk).update(status=Wallet.Status.BLOCKED)
+    status, body = post(wallet.id, {"operation_type": "WITHDRAW", "amount": "1.00"})
+    assert (status, body["code"]) == (409, "wallet_blocked")
+    foreign.refresh_from_db()
+    wallet.refresh_from_db()
+    assert foreign.balance.amount == Decimal("10.00")
+    assert wallet.balance.amount == Decimal("8.50")
+    assert ledger_reconcile().clean
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["operation_type", "operationType", "amount", "other"]),
+        st.one_of(
+            st.sampled_from(["DEPOSIT", "WITHDRAW", "deposit", ""]),
+            st.from_regex(r"\A-?[0-9]{0,14}(\.[0-9]{0,3})?\Z"),
+            st.integers(),
+            st.decimals(allow_nan=False, places=2),
+            st.none(),
+            st.booleans(),
+        ),
+    )
+)
+def test_the_fast_body_parse_never_disagrees_with_the_serializer(body):
+    from wallets.api.operations import _parse_well_formed
+    from wallets.api.serializers import OperationSerializer
+
+    parsed = _parse_well_formed(body)
+    if parsed is not None:
+        serializer = OperationSerializer(data=body)
+        assert serializer.is_valid(), serializer.errors
+        assert parsed == (
+            serializer.validated_data["operation_type"],
+            serializer.validated_data["amount"],
+        )
+        assert str(parsed[1]) == str(serializer.validated_data["amount"])
