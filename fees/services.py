@@ -12,6 +12,7 @@ ledger's credit hook cannot trigger the hook again.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -24,7 +25,7 @@ from uuid import UUID
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from djmoney.money import Money
@@ -382,12 +383,10 @@ INSERT INTO fees_feecharge
         paid_at, waived_reason, created_at, updated_at)
 SELECT v.wallet_id, v.period_start, v.currency, v.amount, v.rate, v.status,
        v.transaction_id, v.paid_at, '', %(now)s, %(now)s
-  FROM unnest(%(wallet_ids)s::uuid[], %(periods)s::timestamptz[],
-              %(currencies)s::varchar[], %(amounts)s::numeric[],
-              %(rates)s::numeric[], %(statuses)s::varchar[],
-              %(transactions)s::uuid[], %(paid_at)s::timestamptz[]) WITH ORDINALITY
-       AS v (wallet_id, period_start, currency, amount, rate, status,
-             transaction_id, paid_at, n)
+  FROM jsonb_to_recordset(%(charges)s::jsonb)
+       AS v (n int, wallet_id uuid, period_start timestamptz, currency varchar,
+             amount numeric, rate numeric, status varchar, transaction_id uuid,
+             paid_at timestamptz)
  ORDER BY v.n
 """
 
@@ -397,10 +396,32 @@ UPDATE wallets_wallet AS w
        status = CASE WHEN v.block THEN %(blocked)s ELSE w.status END,
        blocked_reason = CASE WHEN v.block THEN %(reason)s ELSE w.blocked_reason END,
        updated_at = %(now)s
-  FROM unnest(%(wallet_ids)s::uuid[], %(next_fee_at)s::timestamptz[],
-              %(block)s::boolean[]) AS v (id, next_fee_at, block)
+  FROM jsonb_to_recordset(%(wallets)s::jsonb)
+       AS v (id uuid, next_fee_at timestamptz, block boolean)
  WHERE w.id = v.id
 """
+
+
+_WITH_CHARGES_SQL = """
+SELECT v.id
+  FROM unnest(string_to_array(%(ids)s, ',')::uuid[]) AS v (id)
+  JOIN wallets_wallet w ON w.id = v.id
+ WHERE EXISTS (SELECT 1 FROM fees_feecharge c
+                WHERE c.wallet_id = w.id
+                  AND (c.status = %(debt)s OR c.period_start >= w.next_fee_at))
+"""
+
+
+def _with_charges(wallet_ids: list[UUID]) -> set[UUID]:
+    """Which of these (locked) wallets owe a fee or already have a charge for
+    the period now due: the charges `_charge_wallet` looks at. Read under the
+    row locks, because charges are only made or changed by someone holding the
+    wallet's lock. Driven by the ids, one index probe each, whatever the
+    planner knows about the charges table (a fresh one has no statistics)."""
+    ids = ",".join(str(wallet_id) for wallet_id in wallet_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(_WITH_CHARGES_SQL, {"ids": ids, "debt": FeeCharge.Status.DEBT})
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _charge_batch(
@@ -442,16 +463,7 @@ def _charge_batch(
             claimed = [row[0] for row in rows]
             if not claimed:
                 return [], []
-            # Read under the row locks: charges are only made or changed by
-            # someone holding the wallet's lock.
-            with_charges = set(
-                FeeCharge.objects.filter(wallet_id__in=claimed)
-                .filter(
-                    Q(status=FeeCharge.Status.DEBT)
-                    | Q(period_start__gte=F("wallet__next_fee_at"))
-                )
-                .values_list("wallet_id", flat=True)
-            )
+            with_charges = _with_charges(claimed)
             payers: list[_Due] = []
             debtors: list[_Due] = []
             for wallet_id, currency, balance, status, next_fee_at in rows:
@@ -536,35 +548,39 @@ def _record(paid: list[tuple[_Due, UUID]], debtors: list[_Due]) -> None:
     if not charges:
         return
     now = timezone.now()
+    # Each statement takes its rows as one JSON document: array parameters are
+    # quoted element by element on the client, which cost more than the work.
+    rows = [
+        {
+            "n": n,
+            "wallet_id": str(due_now.wallet_id),
+            "period_start": due_now.period_start.isoformat(),
+            "currency": due_now.quote.currency,
+            "amount": str(due_now.quote.amount),
+            "rate": None if due_now.quote.rate is None else str(due_now.quote.rate),
+            "status": FeeCharge.Status.DEBT if txn is None else FeeCharge.Status.PAID,
+            "transaction_id": None if txn is None else str(txn),
+            "paid_at": None if txn is None else now.isoformat(),
+        }
+        for n, (due_now, txn) in enumerate(charges, start=1)
+    ]
+    wallets = [
+        {
+            "id": str(due_now.wallet_id),
+            "next_fee_at": (due_now.period_start + settings.FEE_PERIOD).isoformat(),
+            "block": txn is None,
+        }
+        for due_now, txn in charges
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(
-            _INSERT_CHARGES_SQL,
-            {
-                "now": now,
-                "wallet_ids": [c.wallet_id for c, _t in charges],
-                "periods": [c.period_start for c, _t in charges],
-                "currencies": [c.quote.currency for c, _t in charges],
-                "amounts": [c.quote.amount for c, _t in charges],
-                "rates": [c.quote.rate for c, _t in charges],
-                "statuses": [
-                    FeeCharge.Status.DEBT if t is None else FeeCharge.Status.PAID
-                    for _c, t in charges
-                ],
-                "transactions": [t for _c, t in charges],
-                "paid_at": [None if t is None else now for _c, t in charges],
-            },
-        )
+        cursor.execute(_INSERT_CHARGES_SQL, {"now": now, "charges": json.dumps(rows)})
         cursor.execute(
             _ADVANCE_WALLETS_SQL,
             {
                 "now": now,
                 "blocked": Wallet.Status.BLOCKED,
                 "reason": FEE_BLOCK_REASON,
-                "wallet_ids": [c.wallet_id for c, _t in charges],
-                "next_fee_at": [
-                    c.period_start + settings.FEE_PERIOD for c, _t in charges
-                ],
-                "block": [t is None for _c, t in charges],
+                "wallets": json.dumps(wallets),
             },
         )
 
