@@ -225,6 +225,99 @@ def test_256_concurrent_clients_do_not_exhaust_connections(
     assert backends <= 2 * 8 + 4
 
 
+def test_operations_in_flight_together_through_nginx_stay_exact(stack, smtp):
+    """48 clients at once on one wallet, through Nginx and the gevent workers (where
+    concurrent operations share DB transactions): every client gets a 201 or a 400
+    insufficient_funds, the balance is what the 201s say, the ledger reconciles."""
+    me = _sign_up(stack, smtp, f"hot-{uuid.uuid4().hex[:8]}@example.com")
+    wallet_id, token = me["wallets"][0]["id"], me["access"]
+    path = f"/api/v1/wallets/{wallet_id}/operation"
+    start = stack.request(
+        "POST",
+        path,
+        json_body={"operation_type": "DEPOSIT", "amount": "20.00"},
+        token=token,
+    )
+    assert start.status == 201, start.body
+    clients, each = 48, 8
+    barrier = threading.Barrier(clients)
+
+    def one_client(i):
+        barrier.wait(timeout=30)
+        seen = []
+        for n in range(each):
+            kind = "DEPOSIT" if (i + n) % 3 == 0 else "WITHDRAW"
+            response = stack.request(
+                "POST",
+                path,
+                json_body={"operation_type": kind, "amount": "3.00"},
+                token=token,
+                timeout=60,
+            )
+            seen.append((kind, response.status, response.json()))
+        return seen
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        answers = [a for seen in pool.map(one_client, range(clients)) for a in seen]
+    assert {status for _, status, _ in answers} <= {201, 400}, answers[:5]
+    assert all(
+        body["code"] == "insufficient_funds"
+        for _, status, body in answers
+        if status == 400
+    )
+    moved = sum(
+        Decimal(3) if kind == "DEPOSIT" else Decimal(-3)
+        for kind, status, _ in answers
+        if status == 201
+    )
+    wallet = stack.request("GET", f"/api/v1/wallets/{wallet_id}/", token=token).json()
+    assert Decimal(wallet["balance"]) == Decimal(20) + moved
+    assert "Ledger clean" in stack.manage("reconcile", "--quiet")
+
+
+def test_connections_the_database_kills_cost_a_503_never_a_500(
+    stack, smtp, e2e_database_url
+):
+    """Pooled connections are not checked before use (DATABASE_HEALTH_CHECKS): one
+    killed while idle fails the request that gets it with a JSON 503 + Retry-After,
+    the pool drops it, and nothing half-happens."""
+    me = _sign_up(stack, smtp, f"killed-{uuid.uuid4().hex[:8]}@example.com")
+    wallet_id, token = me["wallets"][0]["id"], me["access"]
+
+    def deposit():
+        return stack.request(
+            "POST",
+            f"/api/v1/wallets/{wallet_id}/operation",
+            json_body={"operation_type": "DEPOSIT", "amount": "1.00"},
+            token=token,
+        )
+
+    with ThreadPoolExecutor(max_workers=16) as pool:  # fill both workers' pools
+        warm = list(pool.map(lambda _: deposit(), range(32)))
+    assert {r.status for r in warm} == {201}
+    dbname = e2e_database_url.rsplit("/", 1)[1]
+    with psycopg.connect(
+        e2e_database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True
+    ) as conn:
+        (killed,) = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [dbname],
+        ).fetchone()
+    assert killed > 0
+    answers = [deposit() for _ in range(60)]
+    statuses = [r.status for r in answers]
+    print(f"after killing {killed} connections: {Counter(statuses)}")
+    assert all(
+        r.status == 201
+        or (r.status == 503 and r.headers.get("retry-after") and r.json()["code"])
+        for r in answers
+    ), sorted(set(statuses))
+    assert statuses[-10:] == [201] * 10  # recovered
+    wallet = stack.request("GET", f"/api/v1/wallets/{wallet_id}/", token=token).json()
+    assert Decimal(wallet["balance"]) == Decimal(32 + statuses.count(201))
+
+
 def test_nginx_limits_the_auth_endpoints_with_429(stack):
     """A burst at the auth endpoints is cut by Nginx's limit_req with a JSON 429
     (never a 503), before it reaches Django."""
