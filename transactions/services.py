@@ -1221,7 +1221,7 @@ class Debited:
 
 _DEBITS_LOCK_SQL = """
 SELECT id FROM wallets_wallet
- WHERE id = ANY(string_to_array(%s, ',')::uuid[])
+ WHERE id = ANY(string_to_array(%s, ',')::uuid[]) AND kind = 'user'
  ORDER BY id
    FOR UPDATE
 """
