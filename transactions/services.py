@@ -41,6 +41,7 @@ from transactions.money import minor_digits, money_str, quantum
 from wallet_project.errors import (
     BalanceLimitExceeded,
     Conflict,
+    DomainError,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidAmount,
@@ -56,6 +57,7 @@ from wallet_project.errors import (
 from wallets.models import Wallet
 from wallets.selectors import (
     CONVERSION_ROUNDING,
+    RATE_QUANTUM,
     conversion_quote,
     system_wallet,
     wallet_get_by_number,
@@ -501,44 +503,136 @@ def _claim(request: IdempotencyRequest, status: int, body: Any) -> bool:
         return cursor.fetchone() is not None
 
 
-# --- Cash in / cash out, coalesced (group commit) ------------------------------------------
+# --- Coalesced postings (group commit): cash in/out and same-currency transfers ----------
 #
-# Under load, DEPOSIT/WITHDRAW requests that arrive while another is being posted
-# queue up in the process and the next one to lead posts them all in one DB
-# transaction (transactions.batching): the wallets are locked once (FOR UPDATE, in
-# id order), every operation is checked in arrival order against the balance the
-# previous ones left, and everything accepted is one statement (balances, one
-# transaction + two entries per operation, the idempotency keys) and one COMMIT.
-# Each operation still gets its own transaction, entries, balance_after and answer.
-# Anything unusual -- a blocked wallet (debt collection, wallet_blocked), a keyed
-# request that fails or whose key is taken -- is handed back and goes the one-by-one
-# way (`idempotency_execute`), which knows every rule.
-
-
-@dataclass(frozen=True)
-class _Operation:
-    wallet_id: UUID
-    owner_id: UUID
-    amount: Decimal  # positive
-    deposit: bool
-    initiator: User | None
-    request: IdempotencyRequest | None
-    render: Callable[[Wallet, Posting], Any]
-
+# Under load, DEPOSIT/WITHDRAW and transfer requests that arrive while another batch is
+# being posted queue up in the process, and the next one to lead posts them all in one
+# DB transaction (transactions.batching): every user wallet involved is locked once
+# (one SELECT ... ORDER BY id FOR UPDATE, so batches never wait on each other in a
+# cycle), each request is checked in arrival order against the balances the previous
+# ones left, by the same rules as `ledger_post`, and everything accepted is one
+# statement (balances, one transaction and its entries per request, the idempotency
+# keys) and one COMMIT. Each request still gets its own transaction, entries,
+# balance_after and answer. Anything unusual -- a blocked wallet (fee debt collection,
+# wallet_blocked), a conversion between currencies, a keyed request that fails or whose
+# key is taken -- is handed back and goes the one-by-one way (`idempotency_execute`).
 
 _ONE_BY_ONE = object()  # a batch's answer: take the one-by-one path
 
 
-@functools.cache
-def _operations_lock_sql() -> str:
-    columns = ", ".join(f.column for f in Wallet._meta.concrete_fields)
-    return (
-        f"SELECT {columns} FROM wallets_wallet "  # noqa: S608 - model column names
-        "WHERE id = ANY(%s) AND kind = 'user' ORDER BY id FOR UPDATE"
-    )
+@dataclass
+class _Book:
+    """The batch's locked user wallets and their balances as the batch goes."""
+
+    by_id: dict[UUID, Wallet]
+    by_number: dict[str, Wallet]
+    balances: dict[UUID, Decimal]
 
 
-_OPERATIONS_SQL = """
+@dataclass(frozen=True)
+class _Plan:
+    kind: str
+    legs: list[tuple[Wallet, Decimal]]  # in entry order; system wallets too
+    description: str
+    metadata: dict
+    render: Callable[[Posting], Any]
+
+
+@dataclass(frozen=True)
+class _Operation:
+    """DEPOSIT (cash in) or WITHDRAW (cash out) on the owner's wallet."""
+
+    wallet_id: UUID
+    owner: User
+    amount: Decimal  # positive
+    deposit: bool
+    request: IdempotencyRequest | None
+    render: Callable[[Wallet, Posting], Any]
+
+    def wallet_refs(self) -> tuple[list[UUID], list[str]]:
+        return [self.wallet_id], []
+
+    def plan(self, book: _Book) -> _Plan | object:
+        wallet = book.by_id.get(self.wallet_id)
+        if wallet is None or wallet.owner_id != self.owner.pk:
+            raise WalletNotFound()
+        if wallet.status != Wallet.Status.ACTIVE:
+            return _ONE_BY_ONE  # fee debt collection or wallet_blocked
+        amount = amount_validate(self.amount, wallet.currency)
+        signed = amount if self.deposit else -amount
+        external = system_wallet(wallet.currency, Wallet.SystemCode.EXTERNAL)
+        return _Plan(
+            Transaction.Kind.DEPOSIT if self.deposit else Transaction.Kind.WITHDRAWAL,
+            [(wallet, signed), (external, -signed)],
+            "",
+            {},
+            lambda posting: self.render(wallet, posting),
+        )
+
+
+@dataclass(frozen=True)
+class _Transfer:
+    """`transfer_create` between two wallets of one currency."""
+
+    source_id: UUID | None  # the source by id, or
+    source_number: str | None  # by its number
+    destination_number: str
+    owner: User
+    amount: Decimal
+    description: str
+    request: IdempotencyRequest | None
+    render: Callable[[Posting], Any]
+
+    def wallet_refs(self) -> tuple[list[UUID], list[str]]:
+        numbers = [self.destination_number]
+        if self.source_number is not None:
+            numbers.append(self.source_number)
+        return [self.source_id] if self.source_id else [], numbers
+
+    def plan(self, book: _Book) -> _Plan | object:
+        if self.source_id is not None:
+            source = book.by_id.get(self.source_id)
+        else:
+            source = book.by_number.get(self.source_number or "")
+        if source is None or source.owner_id != self.owner.pk:
+            raise WalletNotFound()
+        amount = amount_validate(self.amount, source.currency)
+        destination = book.by_number.get(self.destination_number)
+        if destination is None:
+            raise WalletNotFound()
+        if destination.id == source.id:
+            raise SameWallet()
+        if destination.currency != source.currency:
+            return _ONE_BY_ONE  # a conversion, at the current rate
+        if destination.status != Wallet.Status.ACTIVE:
+            return _ONE_BY_ONE  # a blocked destination's fee debt is collected
+        money = money_str(amount, source.currency)
+        metadata = {
+            "from_wallet": source.number,
+            "to_wallet": destination.number,
+            "amount": money,
+            "currency": source.currency,
+            "credited_amount": money,
+            "credited_currency": destination.currency,
+            "rate": str(Decimal(1).quantize(RATE_QUANTUM)),
+        }
+        return _Plan(
+            Transaction.Kind.TRANSFER,
+            [(source, -amount), (destination, amount)],
+            self.description,
+            metadata,
+            self.render,
+        )
+
+
+_POSTINGS_LOCK_SQL = """
+SELECT {columns} FROM wallets_wallet
+ WHERE kind = 'user' AND (id = ANY(%s) OR number = ANY(%s))
+ ORDER BY id
+   FOR UPDATE
+"""
+
+_POSTINGS_SQL = """
 WITH w AS (
     UPDATE wallets_wallet AS w
        SET balance = w.balance + d.delta, updated_at = %(now)s
@@ -550,9 +644,11 @@ t AS (
     INSERT INTO transactions_transaction
            (id, kind, status, initiator_id, description, created_at, posted_at,
             metadata)
-    SELECT v.id, v.kind, 'posted', v.initiator_id, '', %(now)s, %(now)s, '{}'::jsonb
-      FROM unnest(%(txn_ids)s::uuid[], %(kinds)s::varchar[], %(initiators)s::uuid[])
-           AS v (id, kind, initiator_id)
+    SELECT v.id, v.kind, 'posted', v.initiator_id, v.description, %(now)s, %(now)s,
+           v.metadata
+      FROM unnest(%(txn_ids)s::uuid[], %(kinds)s::varchar[], %(initiators)s::uuid[],
+                  %(descriptions)s::varchar[], %(metadata)s::jsonb[])
+           AS v (id, kind, initiator_id, description, metadata)
 ),
 e AS (
     INSERT INTO transactions_entry
@@ -578,6 +674,23 @@ k AS (
 SELECT (SELECT count(*) FROM w), ARRAY(SELECT k.user_id::text || ' ' || k.key FROM k)
 """
 
+_POSTINGS_COLUMNS = (
+    "txn_ids",
+    "kinds",
+    "initiators",
+    "descriptions",
+    "metadata",
+    "entry_txns",
+    "entry_wallets",
+    "entry_currencies",
+    "entry_amounts",
+    "entry_balances",
+    "key_users",
+    "keys",
+    "fingerprints",
+    "bodies",
+)
+
 
 def wallet_operation(
     *,
@@ -594,23 +707,16 @@ def wallet_operation(
 
     The same rules and answers as `wallet_deposit`/`wallet_withdraw` under
     `idempotency_execute`; on PostgreSQL, outside any transaction, concurrent
-    operations in this process are posted together (see above), and the wallet
-    is read only by the batch's locking SELECT. `render(wallet, posting)` makes
-    the response body (the posting's transaction and the wallet's new balance).
+    requests in this process are posted together (see above), and the wallet is
+    read only by the batch's locking SELECT. `render(wallet, posting)` makes the
+    response body (the posting's transaction and the wallet's new balance).
     """
     deposit = operation_type == "DEPOSIT"
-    if _coalescing():
-        if request is not None and (done := _stored(request)) is not None:
-            return done
-        if connection.connection is not None and connection.pool is not None:
-            # Hand a pooled connection back while waiting: only the one caller
-            # that leads the batch needs one.
-            connection.close()
-        outcome = _operation_batches.submit(
-            _Operation(wallet_id, owner.pk, amount, deposit, owner, request, render)
-        )
-        if outcome is not _ONE_BY_ONE:
-            return outcome
+    outcome = _coalesced(
+        request, lambda: _Operation(wallet_id, owner, amount, deposit, request, render)
+    )
+    if outcome is not _ONE_BY_ONE:
+        return outcome
     from wallets.selectors import wallet_get_for_user  # wallets builds on the ledger
 
     wallet = wallet_get_for_user(user=owner, wallet_id=wallet_id)
@@ -622,18 +728,80 @@ def wallet_operation(
     )
 
 
-def _coalescing() -> bool:
-    return (
-        settings.LEDGER_COALESCE
-        and connection.vendor == "postgresql"
-        # Inside a caller's transaction the operation must be part of it.
-        and not connection.in_atomic_block
+def transfer_execute(
+    *,
+    owner: User,
+    source_reference: str,
+    destination_number: str,
+    amount: Decimal,
+    description: str,
+    request: IdempotencyRequest | None,
+    render: Callable[[Posting], Any],
+) -> IdempotentResponse:
+    """`transfer_create` from `owner`'s wallet (its id or 16-digit number), once
+    per Idempotency-Key; same-currency transfers are posted together with other
+    requests in flight (see above)."""
+    from wallets.selectors import wallet_get_own  # wallets builds on the ledger
+
+    source_id = source_number = None
+    if len(source_reference) == 16 and source_reference.isdigit():
+        source_number = source_reference
+    else:
+        try:
+            source_id = UUID(source_reference)
+        except ValueError:
+            raise WalletNotFound() from None
+    outcome = _coalesced(
+        request,
+        lambda: _Transfer(
+            source_id,
+            source_number,
+            destination_number,
+            owner,
+            amount,
+            description,
+            request,
+            render,
+        ),
+    )
+    if outcome is not _ONE_BY_ONE:
+        return outcome
+    source = wallet_get_own(user=owner, reference=source_reference)
+    return idempotency_execute(
+        request=request,
+        action=lambda: transfer_create(
+            source=source,
+            destination_number=destination_number,
+            amount=amount,
+            initiator=owner,
+            description=description,
+        ),
+        render=render,
     )
 
 
-def _operations_post(batch: Sequence[Pending[_Operation]]) -> None:
-    """The batch handler: resolve every pending operation with its response,
-    its domain error, or _ONE_BY_ONE."""
+def _coalesced(request: IdempotencyRequest | None, item: Callable[[], Any]) -> Any:
+    """Post `item()` with whatever else is in flight: its response, its domain
+    error (raised), or _ONE_BY_ONE (also when coalescing does not apply)."""
+    if not (
+        settings.LEDGER_COALESCE
+        and connection.vendor == "postgresql"
+        # Inside a caller's transaction the posting must be part of it.
+        and not connection.in_atomic_block
+    ):
+        return _ONE_BY_ONE
+    if request is not None and (done := _stored(request)) is not None:
+        return done
+    if connection.connection is not None and connection.pool is not None:
+        # Hand a pooled connection back while waiting: only the one caller that
+        # leads the batch needs one.
+        connection.close()
+    return _batches.submit(item())
+
+
+def _postings_post(batch: Sequence[Pending[Any]]) -> None:
+    """The batch handler: resolve every pending request with its response, its
+    domain error, or _ONE_BY_ONE."""
     todo = list(batch)
     seen: set[tuple[UUID, str]] = set()
     for pending in todo:
@@ -650,7 +818,7 @@ def _operations_post(batch: Sequence[Pending[_Operation]]) -> None:
         # unknown) reaches every caller in the batch, as it would a lone request:
         # never retried here, since the batch may have committed.
         try:
-            taken = _operations_post_once(todo)
+            taken = _postings_post_once(todo)
         except _KeysTaken as exc:
             taken = exc.pending
         for pending in taken:
@@ -658,125 +826,91 @@ def _operations_post(batch: Sequence[Pending[_Operation]]) -> None:
         todo = [p for p in todo if p.result is None and p.error is None]
 
 
-def _operations_post_once(todo: list[Pending[_Operation]]) -> set[Pending[_Operation]]:
+def _postings_post_once(todo: list[Pending[Any]]) -> set[Pending[Any]]:
     """Post what can be posted in one DB transaction. Resolves or fails each
-    pending operation once committed; returns the ones to send one by one
+    pending request once committed; returns the ones to send one by one
     (nothing is resolved then if their keys were taken: the batch is retried
     without them)."""
     now = timezone.now()
     max_balance = settings.MAX_WALLET_BALANCE
-    one_by_one: set[Pending[_Operation]] = set()
-    outcomes: list[tuple[Pending[_Operation], Any, BaseException | None]] = []
-    wallet_ids = sorted({p.item.wallet_id for p in todo})
+    one_by_one: set[Pending[Any]] = set()
+    outcomes: list[tuple[Pending[Any], Any, BaseException | None]] = []
+    ids: set[UUID] = set()
+    numbers: set[str] = set()
+    for pending in todo:
+        item_ids, item_numbers = pending.item.wallet_refs()
+        ids.update(item_ids)
+        numbers.update(item_numbers)
     with transaction.atomic(durable=True), connection.cursor() as cursor:
-        cursor.execute(_operations_lock_sql(), [wallet_ids])
-        wallets = {
-            wallet.id: wallet
-            for wallet in (
-                Wallet.from_db(connection.alias, None, row) for row in cursor.fetchall()
-            )
-        }
-        balances = {wallet.id: wallet.balance.amount for wallet in wallets.values()}
+        cursor.execute(_postings_lock_sql(), [sorted(ids), sorted(numbers)])
+        wallets = [Wallet.from_db(connection.alias, None, row) for row in cursor]
+        book = _Book(
+            by_id={w.id: w for w in wallets},
+            by_number={w.number: w for w in wallets},
+            balances={w.id: w.balance.amount for w in wallets},
+        )
         deltas: dict[UUID, Decimal] = defaultdict(Decimal)
         rows: dict[str, list[Any]] = defaultdict(list)
-        keyed: dict[str, Pending[_Operation]] = {}
+        keyed: dict[str, Pending[Any]] = {}
         for pending in todo:
-            op = pending.item
-            wallet = wallets.get(op.wallet_id)
-            if wallet is None or wallet.owner_id != op.owner_id:
-                outcomes.append((pending, None, WalletNotFound()))
-                continue
-            if wallet.status != Wallet.Status.ACTIVE:
-                one_by_one.add(pending)  # fee debt collection or wallet_blocked
-                continue
+            request = pending.item.request
             try:
-                amount = amount_validate(op.amount, wallet.currency)
-            except InvalidAmount as error:
-                outcomes.append((pending, None, error))
-                continue
-            amount = amount if op.deposit else -amount
-            new_balance = balances[wallet.id] + amount
-            error = (
-                InsufficientFunds()
-                if new_balance < 0
-                else BalanceLimitExceeded()
-                if new_balance > max_balance
-                else None
-            )
-            if error is not None:
-                if op.request is None:
+                plan = pending.item.plan(book)
+                if plan is not _ONE_BY_ONE:
+                    balances = _check_legs(plan, book, max_balance)
+            except DomainError as error:
+                if request is None:
                     outcomes.append((pending, None, error))
-                else:  # a twin may have spent the money: one by one finds out
+                else:  # a twin may have moved the money: one by one finds out
                     one_by_one.add(pending)
                 continue
-            balances[wallet.id] = new_balance
-            deltas[wallet.id] += amount
+            if plan is _ONE_BY_ONE:
+                one_by_one.add(pending)
+                continue
+            book.balances.update(balances)
             txn = Transaction(
                 id=uuid.uuid4(),
-                kind=Transaction.Kind.DEPOSIT
-                if op.deposit
-                else Transaction.Kind.WITHDRAWAL,
+                kind=plan.kind,
                 status=Transaction.Status.POSTED,
-                initiator=op.initiator,
+                initiator=pending.item.owner,
+                description=plan.description,
+                metadata=plan.metadata,
                 created_at=now,
                 posted_at=now,
             )
             txn._state.adding = False
             txn._state.db = connection.alias
-            body = op.render(
-                wallet,
-                Posting(transaction=txn, entries=[], balances={wallet.id: new_balance}),
-            )
-            external = system_wallet(wallet.currency, Wallet.SystemCode.EXTERNAL)
+            body = plan.render(Posting(transaction=txn, entries=[], balances=balances))
             rows["txn_ids"].append(txn.id)
-            rows["kinds"].append(txn.kind)
-            rows["initiators"].append(op.initiator.pk if op.initiator else None)
-            for leg_wallet, leg_amount, leg_balance in (
-                (wallet.id, amount, new_balance),
-                (external.id, -amount, None),
-            ):
+            rows["kinds"].append(plan.kind)
+            rows["initiators"].append(pending.item.owner.pk)
+            rows["descriptions"].append(plan.description)
+            rows["metadata"].append(json.dumps(plan.metadata, cls=DjangoJSONEncoder))
+            for wallet, amount in plan.legs:
                 rows["entry_txns"].append(txn.id)
-                rows["entry_wallets"].append(leg_wallet)
+                rows["entry_wallets"].append(wallet.id)
                 rows["entry_currencies"].append(wallet.currency)
-                rows["entry_amounts"].append(leg_amount)
-                rows["entry_balances"].append(leg_balance)
-            if op.request is not None:
-                rows["key_users"].append(op.request.user_id)
-                rows["keys"].append(op.request.key)
-                rows["fingerprints"].append(op.request.fingerprint)
+                rows["entry_amounts"].append(amount)
+                rows["entry_balances"].append(balances.get(wallet.id))
+                if wallet.kind == Wallet.Kind.USER:
+                    deltas[wallet.id] += amount
+            if request is not None:
+                rows["key_users"].append(request.user_id)
+                rows["keys"].append(request.key)
+                rows["fingerprints"].append(request.fingerprint)
                 rows["bodies"].append(json.dumps(body, cls=DjangoJSONEncoder))
-                keyed[f"{op.request.user_id} {op.request.key}"] = pending
+                keyed[f"{request.user_id} {request.key}"] = pending
             outcomes.append((pending, IdempotentResponse(201, body), None))
         if deltas:
-            cursor.execute(
-                _OPERATIONS_SQL,
-                {
-                    "now": now,
-                    "wallet_ids": list(deltas),
-                    "deltas": list(deltas.values()),
-                    **{
-                        name: rows[name]
-                        for name in (
-                            "txn_ids",
-                            "kinds",
-                            "initiators",
-                            "entry_txns",
-                            "entry_wallets",
-                            "entry_currencies",
-                            "entry_amounts",
-                            "entry_balances",
-                            "key_users",
-                            "keys",
-                            "fingerprints",
-                            "bodies",
-                        )
-                    },
-                },
+            params = {name: rows[name] for name in _POSTINGS_COLUMNS}
+            params.update(
+                now=now, wallet_ids=list(deltas), deltas=list(deltas.values())
             )
+            cursor.execute(_POSTINGS_SQL, params)
             updated, claimed = cursor.fetchone()
             if updated != len(deltas):
                 raise RuntimeError(
-                    f"coalesced operations: {updated} of {len(deltas)} wallets updated"
+                    f"coalesced postings: {updated} of {len(deltas)} wallets updated"
                 )
             taken = set(keyed) - set(claimed)
             if taken:
@@ -792,13 +926,37 @@ def _operations_post_once(todo: list[Pending[_Operation]]) -> set[Pending[_Opera
     return one_by_one
 
 
+def _check_legs(plan: _Plan, book: _Book, max_balance: Decimal) -> dict[UUID, Decimal]:
+    """`ledger_post`'s rules on the plan's user legs, in its order (wallet id,
+    credits first): each user wallet's balance after the plan, or the first
+    leg's domain error."""
+    balances: dict[UUID, Decimal] = {}
+    user_legs = [leg for leg in plan.legs if leg[0].kind == Wallet.Kind.USER]
+    for wallet, amount in sorted(user_legs, key=lambda leg: (leg[0].id, -leg[1])):
+        balance = balances.get(wallet.id, book.balances[wallet.id]) + amount
+        if amount < 0 and wallet.status != Wallet.Status.ACTIVE:
+            raise WalletBlocked()
+        if balance < 0:
+            raise InsufficientFunds()
+        if balance > max_balance:
+            raise BalanceLimitExceeded()
+        balances[wallet.id] = balance
+    return balances
+
+
+@functools.cache
+def _postings_lock_sql() -> str:
+    columns = ", ".join(f.column for f in Wallet._meta.concrete_fields)
+    return _POSTINGS_LOCK_SQL.format(columns=columns)
+
+
 class _KeysTaken(Exception):
     def __init__(self, pending: set) -> None:
         super().__init__(f"{len(pending)} idempotency keys already taken")
         self.pending = pending
 
 
-_operation_batches: Coalescer[_Operation] = Coalescer(_operations_post, max_batch=128)
+_batches: Coalescer[Any] = Coalescer(_postings_post, max_batch=128)
 
 
 # --- Adjustments (operators' two-person corrections, posted from the admin) ---------------

@@ -17,7 +17,6 @@ from wallet_project.api import (
     error_response,
     idempotency_request,
 )
-from wallets.selectors import wallet_get_own
 
 
 class TransferSerializer(serializers.Serializer):
@@ -110,18 +109,13 @@ class TransferView(APIView):
     def post(self, request: Request) -> Response:
         data = TransferSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        source = wallet_get_own(
-            user=request.user, reference=data.validated_data["from_wallet"]
-        )
-        result = ledger.idempotency_execute(
+        result = ledger.transfer_execute(
+            owner=request.user,
+            source_reference=data.validated_data["from_wallet"],
+            destination_number=data.validated_data["to_wallet_number"].strip(),
+            amount=data.validated_data["amount"],
+            description=data.validated_data["description"],
             request=idempotency_request(request),
-            action=lambda: ledger.transfer_create(
-                source=source,
-                destination_number=data.validated_data["to_wallet_number"].strip(),
-                amount=data.validated_data["amount"],
-                initiator=request.user,
-                description=data.validated_data["description"],
-            ),
             render=render_transfer,
         )
         return Response(result.body, status=result.status)

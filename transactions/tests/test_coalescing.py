@@ -353,3 +353,117 @@ def test_the_fast_body_parse_never_disagrees_with_the_serializer(body):
             serializer.validated_data["amount"],
         )
         assert str(parsed[1]) == str(serializer.validated_data["amount"])
+
+
+# --- Transfers on the coalesced path --------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_transfers_and_operations_stay_exact(make_wallet, rates):
+    wallets = [make_wallet(balance="30.00") for _ in range(4)]
+    usd = make_wallet(owner=wallets[0].owner, currency="USD", balance="10.00")
+    tokens = {w.id: client_for(w.owner) for w in wallets}
+
+    def work(i: int):
+        rng = random.Random(500 + i)
+        moved = Counter()
+        kinds = Counter()
+        for _ in range(12):
+            source = rng.choice(wallets)
+            amount = Decimal(rng.randint(1, 1500)) / 100
+            if rng.random() < 0.7:
+                target = rng.choice([w for w in wallets if w != source])
+                body = {
+                    "from_wallet": str(source.id)
+                    if rng.random() < 0.5
+                    else source.number,
+                    "to_wallet_number": target.number,
+                    "amount": str(amount),
+                }
+                response = tokens[source.id].post(
+                    "/api/v1/transfers/", body, format="json"
+                )
+                if response.status_code == 201:
+                    assert response.json()["kind"] == "transfer"
+                    assert response.json()["rate"] == "1.0000000000"
+                    moved[source.id] -= amount
+                    moved[target.id] += amount
+            else:
+                kind = rng.choice(["DEPOSIT", "WITHDRAW"])
+                response = tokens[source.id].post(
+                    f"/api/v1/wallets/{source.id}/operation",
+                    {"operation_type": kind, "amount": str(amount)},
+                    format="json",
+                )
+                if response.status_code == 201:
+                    moved[source.id] += amount if kind == "DEPOSIT" else -amount
+            if response.status_code == 400:
+                assert response.json()["code"] == "insufficient_funds"
+            else:
+                assert response.status_code == 201, response.json()
+            kinds[response.status_code] += 1
+        return moved, kinds
+
+    total, statuses = Counter(), Counter()
+    # One exchange (KZT -> USD) in the crowd: it takes the one-by-one path.
+    exchange = tokens[wallets[0].id].post(
+        "/api/v1/transfers/",
+        {
+            "from_wallet": usd.number,
+            "to_wallet_number": wallets[0].number,
+            "amount": "1.00",
+        },
+        format="json",
+    )
+    assert exchange.status_code == 201 and exchange.json()["kind"] == "exchange"
+    total[wallets[0].id] += Decimal(exchange.json()["credited_amount"])
+    for moved, kinds in run_in_threads(16, work):
+        total.update(moved)
+        statuses.update(kinds)
+    assert statuses[201] > 0
+    for wallet in wallets:
+        wallet.refresh_from_db()
+        assert wallet.balance.amount == Decimal("30.00") + total[wallet.id]
+        _assert_history_consistent(wallet, Decimal(0))
+    usd.refresh_from_db()
+    assert usd.balance.amount == Decimal("9.00")
+    assert ledger_reconcile().clean
+
+
+@pytest.mark.django_db(transaction=True)
+def test_transfer_errors_on_the_coalesced_path(user, other_user, make_wallet, rates):
+    mine = make_wallet(owner=user, balance="10.00")
+    theirs = make_wallet(owner=other_user, balance="10.00")
+    client = client_for(user)
+
+    def transfer(source, number, amount="1.00", **extra):
+        body = {"from_wallet": source, "to_wallet_number": number, "amount": amount}
+        response = client.post("/api/v1/transfers/", {**body, **extra}, format="json")
+        return response.status_code, response.json()
+
+    status, body = transfer(str(mine.id), theirs.number, "2.50", description="rent")
+    assert (
+        status == 201 and body["amount"] == "2.50" and body["credited_amount"] == "2.50"
+    )
+    txn = Transaction.objects.get(pk=body["transaction_id"])
+    assert txn.description == "rent" and txn.initiator_id == user.id
+    assert txn.metadata["from_wallet"] == mine.number
+    assert txn.metadata["to_wallet"] == theirs.number
+    assert (
+        transfer(str(mine.id), theirs.number, "8.00")[1]["code"] == "insufficient_funds"
+    )
+    assert transfer(str(mine.id), mine.number)[1]["code"] == "same_wallet"
+    assert transfer(str(mine.id), "0000000000000000")[0] == 404
+    assert transfer(str(theirs.id), mine.number)[0] == 404  # not the caller's source
+    assert transfer(theirs.number, mine.number)[0] == 404
+    assert transfer("not-a-wallet", theirs.number)[0] == 404
+    Wallet.objects.filter(pk=mine.pk).update(status=Wallet.Status.BLOCKED)
+    assert transfer(mine.number, theirs.number)[1]["code"] == "wallet_blocked"
+    Wallet.objects.filter(pk=mine.pk).update(status=Wallet.Status.ACTIVE)
+    Wallet.objects.filter(pk=theirs.pk).update(status=Wallet.Status.BLOCKED)
+    assert transfer(mine.number, theirs.number, "1.00")[0] == 201  # blocked receives
+    mine.refresh_from_db()
+    theirs.refresh_from_db()
+    assert mine.balance.amount == Decimal("6.50")
+    assert theirs.balance.amount == Decimal("13.50")
+    assert ledger_reconcile().clean
