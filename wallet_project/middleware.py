@@ -13,7 +13,11 @@ import time
 import uuid
 from collections.abc import Callable
 
+from django.contrib.auth import middleware as auth
+from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
 from django.http import HttpRequest, HttpResponse
+from django.middleware import csrf
 
 from wallet_project.logging import request_id_var
 
@@ -73,3 +77,38 @@ class RequestLogMiddleware:
             return response
         finally:
             request_id_var.reset(token)
+
+
+# --- Admin-only middleware, skipped on the JSON API --------------------------------------
+# The API authenticates with bearer tokens (DRF) and every view under API_PREFIX is
+# a DRF view: no session, no session user, no flash messages, and DRF's views are
+# csrf_exempt. The admin (and anything else outside the prefix) gets the full
+# middleware. Subclasses, so Django's admin checks (admin.E408-E410) still find
+# them in MIDDLEWARE.
+API_PREFIX = "/api/v1/"
+
+
+class _SkippedOnAPI:
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info.startswith(API_PREFIX):
+            return self.get_response(request)  # type: ignore[attr-defined]
+        return super().__call__(request)  # type: ignore[misc]
+
+
+class SessionMiddleware(_SkippedOnAPI, sessions.SessionMiddleware):
+    """django.contrib.sessions' middleware, except on the API."""
+
+
+class AuthenticationMiddleware(_SkippedOnAPI, auth.AuthenticationMiddleware):
+    """django.contrib.auth's middleware (the session user), except on the API:
+    DRF sets request.user there from the bearer token."""
+
+
+class MessageMiddleware(_SkippedOnAPI, messages.MessageMiddleware):
+    """django.contrib.messages' middleware, except on the API."""
+
+
+class CsrfViewMiddleware(_SkippedOnAPI, csrf.CsrfViewMiddleware):
+    """Django's CSRF middleware; on the API only its view check runs (which
+    passes DRF's csrf_exempt views, and still guards any view that is not):
+    the CSRF cookie is never read or set there."""

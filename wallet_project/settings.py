@@ -55,12 +55,14 @@ MIDDLEWARE = [
     # /healthz and /readyz, answered before host validation and the HTTPS redirect.
     "wallet_project.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Sessions, CSRF cookie, session user and messages serve the admin; the
+    # project's subclasses skip them on /api/v1/ (bearer tokens, DRF views).
+    "wallet_project.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "wallet_project.middleware.CsrfViewMiddleware",
+    "wallet_project.middleware.AuthenticationMiddleware",
+    "wallet_project.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

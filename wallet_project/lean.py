@@ -1,0 +1,197 @@
+"""Lean JSON reads: the common case of an authenticated GET without DRF's machinery.
+
+DRF costs most of a cheap read's CPU before the view runs (its Request, content
+negotiation, authentication classes, permission and throttle checks, then a
+serializer and the renderer). A view that mixes in `LeanGetMixin` answers a plain
+GET itself: a valid bearer access token, an Accept header that can only mean
+compact JSON, no `?format=`. Anything else - no or a bad token, another Accept,
+a wallet that is not the caller's, a bad filter - returns None from the lean
+handler and takes DRF's path, which stays the reference: every error status and
+body is DRF's own, because DRF produces it.
+
+Building blocks (usable on their own, e.g. for a lean POST):
+- `bearer_user_id(request)`: the user id of a valid access token, checked exactly
+  as simplejwt checks it, or None;
+- `wants_plain_json(request)`: the request negotiates DRF's JSONRenderer, compact;
+- `json_response(data)`: the bytes and headers DRF's JSONRenderer would send;
+- `drf_datetime(value, tz)`: a datetime as DRF's DateTimeField represents it;
+- `LeanGetMixin`: the dispatch described above (lean handler, else DRF).
+
+Its queries go through `wallet_project.db.prepared_cursor()` (planned once per
+connection).
+"""
+
+import json
+import time
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+from uuid import UUID
+
+from django.db import InterfaceError, OperationalError, connection
+from django.http import HttpRequest, HttpResponse
+from rest_framework import HTTP_HEADER_ENCODING
+from rest_framework.settings import api_settings as drf_settings
+from rest_framework.utils.encoders import JSONEncoder
+from rest_framework_simplejwt.authentication import AUTH_HEADER_TYPE_BYTES
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.models import TokenUser
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+
+# Accept values that DRF's negotiation resolves to JSONRenderer without an
+# `indent` parameter (DRF reads a missing header as */*).
+_PLAIN_JSON_ACCEPTS = frozenset({None, "*/*", "application/json", "application/*"})
+
+# Tokens already verified, by their exact bytes: (deadline, payload). A signature
+# and its claims never change, so a token valid once stays valid until it expires;
+# only the expiry is checked again. Access tokens are never revoked (simplejwt's
+# blacklist is for refresh tokens), and the user's row is checked by each lean
+# query (it must still exist and be active).
+_MAX_TOKENS = 10_000
+_tokens: dict[bytes, tuple[float, dict[str, Any]]] = {}
+
+
+def wants_plain_json(request: HttpRequest) -> bool:
+    """DRF would render this request's response with JSONRenderer, compact."""
+    return (
+        request.META.get("HTTP_ACCEPT") in _PLAIN_JSON_ACCEPTS
+        and drf_settings.URL_FORMAT_OVERRIDE not in request.GET
+    )
+
+
+def _verified_payload(raw_token: bytes) -> dict[str, Any] | None:
+    now = time.time()
+    hit = _tokens.get(raw_token)
+    if hit is not None:
+        if hit[0] > now:
+            return hit[1]
+        del _tokens[raw_token]
+        return None
+    # simplejwt's own token classes: the same signature, algorithm, expiry,
+    # type and id checks as JWTAuthentication.get_validated_token.
+    for token_class in jwt_settings.AUTH_TOKEN_CLASSES:
+        try:
+            token = token_class(raw_token)
+        except TokenError:
+            continue
+        payload = token.payload
+        break
+    else:
+        return None
+    exp = payload.get("exp")
+    if not isinstance(exp, int | float):
+        return None
+    if len(_tokens) >= _MAX_TOKENS:
+        _tokens.clear()
+    # simplejwt refuses a token once exp <= now - leeway.
+    leeway = jwt_settings.LEEWAY
+    if isinstance(leeway, timedelta):
+        leeway = leeway.total_seconds()
+    _tokens[raw_token] = (exp + float(leeway), payload)
+    return payload
+
+
+def bearer_user_id(request: HttpRequest) -> UUID | None:
+    """The user id of the request's valid bearer access token, else None.
+
+    None covers every case simplejwt would not authenticate (no header, another
+    scheme, a malformed, forged, expired or wrong-type token): the caller then
+    lets DRF answer, with DRF's exact 401. Whether the user still exists and is
+    active is the caller's to check (in the same query as its data).
+    """
+    header = request.META.get(jwt_settings.AUTH_HEADER_NAME)
+    if not header or jwt_settings.CHECK_REVOKE_TOKEN:
+        return None
+    parts = header.encode(HTTP_HEADER_ENCODING).split()
+    if len(parts) != 2 or parts[0] not in AUTH_HEADER_TYPE_BYTES:
+        return None
+    payload = _verified_payload(parts[1])
+    if payload is None:
+        return None
+    try:
+        return UUID(str(payload[jwt_settings.USER_ID_CLAIM]))
+    except (KeyError, ValueError):
+        return None
+
+
+def drf_datetime(value: datetime | None, tz: tzinfo | None) -> str | None:
+    """DRF's DateTimeField representation (ISO 8601, "Z" for UTC) of an aware
+    datetime in `tz` (DRF uses the current time zone: `get_current_timezone()`)."""
+    if value is None:
+        return None
+    if tz is not None:
+        value = value.astimezone(tz)
+    elif value.utcoffset() is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def json_bytes(data: Any) -> bytes:
+    """What DRF's JSONRenderer renders for `data` (compact, UTF-8, strict)."""
+    text = json.dumps(
+        data,
+        cls=JSONEncoder,
+        ensure_ascii=not drf_settings.UNICODE_JSON,
+        allow_nan=not drf_settings.STRICT_JSON,
+        separators=(",", ":") if drf_settings.COMPACT_JSON else (", ", ": "),
+    )
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode()
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> HttpResponse:
+    return HttpResponse(
+        json_bytes(data),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+# For DRF views: answer a plain authenticated GET with `lean_get()`.
+#
+# PostgreSQL only (lean handlers read raw rows, typed by psycopg); on the
+# SQLite of a first run every request takes DRF's path.
+#
+# `lean_get(request, user_id, **kwargs)` returns an HttpResponse for the plain
+# successful case, or None to let DRF's full dispatch answer (errors, anything
+# unusual). It must check what DRF's path would check after authentication:
+# here, that the user still exists and is active, and the permissions.
+# (A comment, not a docstring: drf-spectacular would publish a docstring inherited
+# from here as the description of every view that mixes it in.)
+class LeanGetMixin:
+    def lean_get(
+        self, request: HttpRequest, user_id: UUID, **kwargs: Any
+    ) -> HttpResponse | None:
+        return None
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any):
+        if (
+            request.method == "GET"
+            and connection.vendor == "postgresql"
+            and wants_plain_json(request)
+        ):
+            user_id = bearer_user_id(request)
+            if user_id is not None:
+                try:
+                    response = self.lean_get(request, user_id, **kwargs)
+                except (OperationalError, InterfaceError) as exc:
+                    return self._drf_error_response(request, exc, *args, **kwargs)
+                if response is not None:
+                    # What DRF sets: the access log reads request.user.
+                    request.user = TokenUser({jwt_settings.USER_ID_CLAIM: user_id})
+                    response["Allow"] = ", ".join(self.allowed_methods)  # type: ignore[attr-defined]
+                    return response
+        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+
+    def _drf_error_response(self, request, exc, *args, **kwargs):
+        """The response DRF's dispatch gives for `exc` (e.g. the 503 of an
+        unreachable database), without running the request again."""
+        self.args, self.kwargs = args, kwargs
+        drf_request = self.initialize_request(request, *args, **kwargs)  # type: ignore[attr-defined]
+        self.request = drf_request
+        self.headers = self.default_response_headers  # type: ignore[attr-defined]
+        response = self.handle_exception(exc)  # type: ignore[attr-defined]
+        self.response = self.finalize_response(drf_request, response, *args, **kwargs)  # type: ignore[attr-defined]
+        return self.response
