@@ -25,3 +25,14 @@ def fee_debt_total(*, wallet: Wallet) -> Decimal:
 def fee_due_count(*, as_of: datetime) -> int:
     """How many user wallets owe a fee by `as_of` (the command's progress bar)."""
     return Wallet.objects.filter(kind=Wallet.Kind.USER, next_fee_at__lte=as_of).count()
+
+
+def fee_debt_total_sql(*, wallet_id_column: str) -> str:
+    """`fee_debt_total` as a scalar SQL subquery (before quantizing) for the wallet
+    whose id is in `wallet_id_column`: lets a wallet read carry its debt in the
+    same query."""
+    return (
+        f"(SELECT COALESCE(SUM(fc.amount), 0) FROM {FeeCharge._meta.db_table} fc"  # noqa: S608 - model names
+        f" WHERE fc.wallet_id = {wallet_id_column}"
+        f" AND fc.status = '{FeeCharge.Status.DEBT.value}')"
+    )

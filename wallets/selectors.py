@@ -2,6 +2,7 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import NamedTuple
 from uuid import UUID
 
 from django.conf import settings
@@ -10,7 +11,9 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import User
+from fees.selectors import fee_debt_total_sql
 from transactions.money import quantum
+from wallet_project.db import prepared_fetchone
 from wallet_project.errors import RateUnavailable, WalletNotFound
 from wallets.models import ExchangeRate, Wallet
 
@@ -53,6 +56,51 @@ def wallet_get_for_user(*, user: User, wallet_id: UUID | str) -> Wallet:
     if wallet is None:
         raise WalletNotFound()
     return wallet
+
+
+class WalletDetail(NamedTuple):
+    """A user wallet as its owner sees it, with its outstanding fee debt."""
+
+    id: UUID
+    number: str
+    name: str
+    currency: str
+    balance: Decimal
+    status: str
+    blocked_reason: str
+    next_fee_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    debt: Decimal
+
+
+@functools.cache
+def _wallet_detail_sql() -> str:
+    user_model = Wallet._meta.get_field("owner").related_model._meta  # type: ignore[union-attr]
+    return (
+        "SELECT w.id, w.number, w.name, w.currency, w.balance, w.status,"  # noqa: S608 - model names
+        " w.blocked_reason, w.next_fee_at, w.created_at, w.updated_at, "
+        f"{fee_debt_total_sql(wallet_id_column='w.id')}"
+        f" FROM {Wallet._meta.db_table} w"
+        f" JOIN {user_model.db_table} u ON u.id = w.owner_id"
+        " WHERE w.id = %s AND w.owner_id = %s AND w.kind = %s AND u.is_active"
+    )
+
+
+def wallet_detail_for_user_id(
+    *, user_id: UUID, wallet_id: UUID | str
+) -> WalletDetail | None:
+    """The wallet and its fee debt in one query, if it is a user wallet of
+    `user_id` and that user is still active; else None (not found, someone
+    else's, malformed id, or the user is gone or deactivated)."""
+    try:
+        wallet_uuid = wallet_id if isinstance(wallet_id, UUID) else UUID(wallet_id)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    row = prepared_fetchone(
+        _wallet_detail_sql(), [wallet_uuid, user_id, Wallet.Kind.USER.value]
+    )
+    return None if row is None else WalletDetail._make(row)
 
 
 def wallet_get_by_number(*, number: str) -> Wallet:

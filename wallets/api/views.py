@@ -1,3 +1,6 @@
+from uuid import UUID
+
+from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.request import Request
@@ -7,11 +10,13 @@ from wallet_project.api import (
     VALIDATION_ERROR,
     error_response,
 )
+from wallet_project.lean import LeanGetMixin, json_response
 from wallets import selectors, services
 from wallets.api.serializers import (
     WalletCreateSerializer,
     WalletSerializer,
     WalletUpdateSerializer,
+    wallet_data,
 )
 
 NOT_FOUND = error_response("No such wallet among yours (`wallet_not_found`).")
@@ -40,6 +45,7 @@ NOT_FOUND = error_response("No such wallet among yours (`wallet_not_found`).")
     ),
 )
 class WalletViewSet(
+    LeanGetMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
@@ -49,6 +55,22 @@ class WalletViewSet(
 
     def get_queryset(self):
         return selectors.wallet_list_for_user(user=self.request.user)
+
+    def lean_get(
+        self, request: HttpRequest, user_id: UUID, **kwargs
+    ) -> HttpResponse | None:
+        """GET wallets/{id}/ in one query (wallet, debt, active owner); anything
+        else, a 404 included, takes DRF's path (wallet_project.lean)."""
+        if self.action_map.get("get") != "retrieve":
+            return None
+        wallet = selectors.wallet_detail_for_user_id(
+            user_id=user_id, wallet_id=kwargs["pk"]
+        )
+        if wallet is None:
+            return None
+        return json_response(
+            wallet_data(wallet, balance=wallet.balance, debt=wallet.debt)
+        )
 
     def get_object(self):
         return selectors.wallet_get_for_user(
