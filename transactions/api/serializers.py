@@ -1,7 +1,35 @@
+import json
+from datetime import tzinfo
+from typing import Any
+
 from rest_framework import serializers
 
 from transactions.models import Entry, Transaction
 from transactions.money import money_str
+from transactions.selectors import EntryRow
+from wallet_project.lean import drf_datetime
+
+
+def entry_data(row: EntryRow, *, wallet_id: str, tz: tzinfo | None) -> dict[str, Any]:
+    """EntrySerializer's representation of a leg read as an `EntryRow` (the same
+    keys, order and values; a test holds the two together)."""
+    currency = row.currency
+    return {
+        "id": row.id,
+        "transaction_id": row.transaction_id,
+        "wallet_id": wallet_id,
+        "kind": row.kind,
+        "amount": money_str(row.amount, currency),
+        "currency": currency,
+        "balance_after": None
+        if row.balance_after is None
+        else money_str(row.balance_after, currency),
+        "counterparty": None
+        if row.counterparty is None
+        else json.loads(row.counterparty),
+        "description": row.description,
+        "created_at": drf_datetime(row.created_at, tz),
+    }
 
 
 class EntrySerializer(serializers.ModelSerializer):

@@ -1,13 +1,26 @@
+from uuid import UUID
+
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
 
 from transactions import selectors
-from transactions.api.serializers import EntrySerializer, TransactionSerializer
+from transactions.api.serializers import (
+    EntrySerializer,
+    TransactionSerializer,
+    entry_data,
+)
 from transactions.models import Entry, Transaction
 from wallet_project.api import error_response
+from wallet_project.lean import LeanGetMixin, json_response
 from wallets.selectors import wallet_get_for_user
+
+BIGINT = range(-(2**63), 2**63)
 
 
 class EntryCursorPagination(CursorPagination):
@@ -17,6 +30,19 @@ class EntryCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 200
+
+    def decode_cursor(self, request):
+        # A cursor is the client's to tamper with: a position that is not an
+        # entry id is an invalid cursor (404), not a failed query.
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                valid = int(cursor.position) in BIGINT
+            except ValueError:
+                valid = False
+            if not valid:
+                raise NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 class EntryFilter(filters.FilterSet):
@@ -38,14 +64,99 @@ EntryFilter.base_filters["to"] = filters.IsoDateTimeFilter(
 )
 
 
+class _EntryPage:
+    """The slice of the QuerySet API that DRF's CursorPagination uses (order_by,
+    filter on the id, one slice), answered by one keyset query
+    (`entry_page_for_user_wallet`), so the cursor semantics and links stay
+    DRF's own. Rows come back as their JSON representation (dicts: the
+    paginator reads their "id")."""
+
+    def __init__(self, *, user_id: UUID, wallet_id: UUID, filters: dict) -> None:
+        self.user_id, self.wallet_id, self.filters = user_id, wallet_id, filters
+        self.ascending = False
+        self.before: int | None = None
+        self.after: int | None = None
+        self.found = False
+
+    def order_by(self, *ordering: str) -> "_EntryPage":
+        if ordering not in (("-id",), ("id",)):
+            raise ValueError(f"unsupported ordering {ordering}")
+        self.ascending = ordering == ("id",)
+        return self
+
+    def filter(self, **lookup: str) -> "_EntryPage":
+        ((name, position),) = lookup.items()
+        if name == "id__lt":
+            self.before = int(position)
+        elif name == "id__gt":
+            self.after = int(position)
+        else:
+            raise ValueError(f"unsupported filter {name}")
+        return self
+
+    def __getitem__(self, window: slice) -> list[dict]:
+        rows = selectors.entry_page_for_user_wallet(
+            user_id=self.user_id,
+            wallet_id=self.wallet_id,
+            before=self.before,
+            after=self.after,
+            limit=window.stop - window.start,
+            offset=window.start,
+            **self.filters,
+        )
+        if rows is None:
+            return []
+        self.found = True
+        wallet_id, tz = str(self.wallet_id), timezone.get_current_timezone()
+        return [entry_data(row, wallet_id=wallet_id, tz=tz) for row in rows]
+
+
+# Query parameters of EntryFilter, and the selector argument each one sets.
+_FILTER_ARGUMENTS = {"kind": "kind", "from": "since", "to": "until"}
+
+
 @extend_schema(
     summary="A wallet's history (its entries, newest first)",
     responses={200: EntrySerializer(many=True), 404: error_response("No such wallet.")},
 )
-class WalletEntryListView(ListAPIView):
+class WalletEntryListView(LeanGetMixin, ListAPIView):
     serializer_class = EntrySerializer
     pagination_class = EntryCursorPagination
     filterset_class = EntryFilter
+
+    def lean_get(
+        self, request: HttpRequest, user_id: UUID, **kwargs
+    ) -> HttpResponse | None:
+        """One keyset query per page (wallet ownership, filters and cursor in
+        it); anything DRF would refuse (a foreign wallet, a bad filter or
+        cursor) takes DRF's path (wallet_project.lean)."""
+        try:
+            wallet_id = UUID(kwargs["wallet_id"])
+        except ValueError:
+            return None
+        filters: dict = {}
+        if any(request.GET.get(name) for name in _FILTER_ARGUMENTS):
+            filterset = EntryFilter(request.GET, queryset=Entry.objects.none())
+            if not filterset.is_valid():
+                return None
+            for name, argument in _FILTER_ARGUMENTS.items():
+                if filterset.form.cleaned_data.get(name) not in (None, ""):
+                    filters[argument] = filterset.form.cleaned_data[name]
+        entries = _EntryPage(user_id=user_id, wallet_id=wallet_id, filters=filters)
+        paginator = self.pagination_class()
+        try:
+            page = paginator.paginate_queryset(entries, Request(request), view=self)
+        except APIException:
+            return None
+        if not entries.found:
+            return None
+        return json_response(
+            {
+                "next": paginator.get_next_link(),
+                "previous": paginator.get_previous_link(),
+                "results": page,
+            }
+        )
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation
