@@ -192,7 +192,7 @@ SELECT 'KZT', -balance, NULL, now(), %(external)s::uuid, txn_id FROM bench_due;
 
 def fees(wallets: int) -> None:
     """`wallets` KZT wallets whose monthly fee is due now; every 10th holds less
-    than the fee (it is charged what it has, blocked, and owes the rest)."""
+    than the fee (it pays nothing, is blocked and owes the whole fee)."""
     external = system_wallet("KZT", Wallet.SystemCode.EXTERNAL)
     with transaction.atomic(), connection.cursor() as c:
         c.execute(_FEES_SQL, {"n": wallets, "external": str(external.id)})
