@@ -13,8 +13,9 @@ Use them for the few hot, fixed statements of a lean path, with `%s`
 placeholders and parameters whose types do not vary (wrap ints in
 `psycopg.types.numeric.Int8`): psycopg keeps one statement per (SQL, parameter
 types). The queries go through Django's cursor wrapper: database errors are
-Django's, and query logging and execute wrappers see them like any other. Off
-psycopg 3 (the SQLite of a first run) they run on Django's ordinary cursor.
+Django's, and execute wrappers and the query log see them like any other (the
+log has no SQL text for them: Django reads it from psycopg's client-side query).
+Off psycopg 3 (the SQLite of a first run) they run on Django's ordinary cursor.
 """
 
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from weakref import WeakKeyDictionary
 
 import psycopg
 from django.db import connection
-from django.db.backends.utils import CursorWrapper
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 
 class _PreparedCursor(psycopg.Cursor):
@@ -54,7 +55,9 @@ def _cursor() -> CursorWrapper:
             if raw.prepare_threshold is None:
                 raw.prepare_threshold = _EXPLICIT_PREPARE_ONLY
             cursor = _cursors[raw] = _PreparedCursor(raw)
-        return connection._prepare_cursor(cursor)
+        connection.validate_thread_sharing()
+        wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
+        return wrapper(cursor, connection)
 
 
 def prepared_fetchone(sql: str, params: Sequence[Any]) -> tuple | None:

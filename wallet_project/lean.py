@@ -64,7 +64,7 @@ def _verified_payload(raw_token: bytes) -> dict[str, Any] | None:
     if hit is not None:
         if hit[0] > now:
             return hit[1]
-        del _tokens[raw_token]
+        _tokens.pop(raw_token, None)
         return None
     # simplejwt's own token classes: the same signature, algorithm, expiry,
     # type and id checks as JWTAuthentication.get_validated_token.
