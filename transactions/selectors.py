@@ -28,8 +28,8 @@ def entry_list_for_wallet(*, wallet: Wallet) -> QuerySet[Entry]:
 
 
 class EntryRow(NamedTuple):
-    """One leg as its wallet's owner sees it (`counterparty`: the JSON text of the
-    other wallet's number from the transaction's metadata, or None)."""
+    """One leg as its wallet's owner sees it (`counterparty`: the other wallet's
+    number from the transaction's metadata, or None)."""
 
     id: int
     transaction_id: str
@@ -37,7 +37,7 @@ class EntryRow(NamedTuple):
     amount: Decimal
     currency: str
     balance_after: Decimal | None
-    counterparty: str | None
+    counterparty: Any
     description: str
     created_at: datetime
 

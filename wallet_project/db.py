@@ -28,10 +28,12 @@ from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 
 class _PreparedCursor(psycopg.Cursor):
-    """Server-side binding; every query prepared."""
+    """Server-side binding; every query prepared; rows in binary format (psycopg's
+    binary loaders: no text parsing of timestamps and numerics, and jsonb comes
+    back as Python values)."""
 
     def execute(self, query, params=None, *, prepare=None, binary=None):  # type: ignore[override]
-        return super().execute(query, params, prepare=True, binary=binary)
+        return super().execute(query, params, prepare=True, binary=True)
 
 
 # A threshold no query reaches: Django's own queries (client-side binding, never

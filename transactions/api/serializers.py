@@ -1,4 +1,3 @@
-import json
 from datetime import tzinfo
 from typing import Any
 
@@ -24,9 +23,7 @@ def entry_data(row: EntryRow, *, wallet_id: str, tz: tzinfo | None) -> dict[str,
         "balance_after": None
         if row.balance_after is None
         else money_str(row.balance_after, currency),
-        "counterparty": None
-        if row.counterparty is None
-        else json.loads(row.counterparty),
+        "counterparty": row.counterparty,
         "description": row.description,
         "created_at": drf_datetime(row.created_at, tz),
     }
