@@ -17,7 +17,6 @@ from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
 from django.http import HttpRequest, HttpResponse
-from django.middleware import csrf
 
 from wallet_project.logging import request_id_var
 
@@ -106,9 +105,3 @@ class AuthenticationMiddleware(_SkippedOnAPI, auth.AuthenticationMiddleware):
 
 class MessageMiddleware(_SkippedOnAPI, messages.MessageMiddleware):
     """django.contrib.messages' middleware, except on the API."""
-
-
-class CsrfViewMiddleware(_SkippedOnAPI, csrf.CsrfViewMiddleware):
-    """Django's CSRF middleware; on the API only its view check runs (which
-    passes DRF's csrf_exempt views, and still guards any view that is not):
-    the CSRF cookie is never read or set there."""

@@ -56,7 +56,13 @@ def fault_env():
                 database_url=db_url,
                 redis_url=rds.url,
                 web_workers=2,
-                env={"DATABASE_POOL_MAX": "8", "DATABASE_POOL_TIMEOUT": "3"},
+                env={
+                    "DATABASE_POOL_MAX": "8",
+                    "DATABASE_POOL_TIMEOUT": "3",
+                    # Small batches: the set-based fee run charges 600 wallets in
+                    # well under a second, and the kill must land mid-run.
+                    "FEE_BATCH_SIZE": "5",
+                },
             ) as stack:
                 yield pg, rds, stack, db_url
 
