@@ -121,12 +121,17 @@ def test_drf_datetime_matches_drfs_datetime_field():
 
 
 @pytest.mark.django_db
-def test_api_requests_neither_read_nor_set_session_or_csrf_cookies(auth_api, wallet):
+def test_api_requests_skip_sessions_csrf_cookie_and_messages(auth_api, wallet):
     auth_api.cookies["sessionid"] = "whatever"
-    response = auth_api.get(f"/api/v1/wallets/{wallet.id}/")
-    assert response.status_code == 200
-    assert not response.cookies
-    assert "Cookie" not in response.get("Vary", "")
+    for url in (f"/api/v1/wallets/{wallet.id}/", "/api/v1/wallets/"):
+        response = auth_api.get(url)
+        assert response.status_code == 200
+        request = response.wsgi_request
+        assert not hasattr(request, "session")
+        assert not hasattr(request, "_messages")
+        assert "CSRF_COOKIE" not in request.META
+        assert not response.cookies
+        assert "Cookie" not in response.get("Vary", "")
 
 
 @pytest.mark.django_db
