@@ -55,8 +55,8 @@ MIDDLEWARE = [
     # /healthz and /readyz, answered before host validation and the HTTPS redirect.
     "wallet_project.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    # Sessions, CSRF cookie, session user and messages serve the admin; the
-    # project's subclasses skip them on /api/v1/ (bearer tokens, DRF views).
+    # Sessions, the session user and messages serve the admin; the project's
+    # subclasses skip them on /api/v1/ (bearer tokens, DRF views).
     "wallet_project.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
