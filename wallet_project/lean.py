@@ -119,7 +119,8 @@ def drf_datetime(value: datetime | None, tz: tzinfo | None) -> str | None:
     if value is None:
         return None
     if tz is not None:
-        value = value.astimezone(tz)
+        if value.tzinfo is not tz:
+            value = value.astimezone(tz)
     elif value.utcoffset() is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     text = value.isoformat()

@@ -4,29 +4,42 @@ from typing import Any
 from rest_framework import serializers
 
 from transactions.models import Entry, Transaction
-from transactions.money import money_str
+from transactions.money import minor_digits, money_str
 from transactions.selectors import EntryRow
 from wallet_project.lean import drf_datetime
 
 
-def entry_data(row: EntryRow, *, wallet_id: str, tz: tzinfo | None) -> dict[str, Any]:
-    """EntrySerializer's representation of a leg read as an `EntryRow` (the same
+def entry_page_data(
+    rows: list[EntryRow], *, wallet_id: str, tz: tzinfo | None
+) -> list[dict[str, Any]]:
+    """EntrySerializer's representation of legs read as `EntryRow`s (the same
     keys, order and values; a test holds the two together)."""
-    currency = row.currency
-    return {
-        "id": row.id,
-        "transaction_id": row.transaction_id,
-        "wallet_id": wallet_id,
-        "kind": row.kind,
-        "amount": money_str(row.amount, currency),
-        "currency": currency,
-        "balance_after": None
-        if row.balance_after is None
-        else money_str(row.balance_after, currency),
-        "counterparty": row.counterparty,
-        "description": row.description,
-        "created_at": drf_datetime(row.created_at, tz),
-    }
+    places: dict[str, int] = {}
+    page = []
+    for row in rows:
+        currency = row.currency
+        digits = places.get(currency)
+        if digits is None:
+            digits = places[currency] = minor_digits(currency)
+        balance_after = row.balance_after
+        # f"{amount:.{digits}f}" is money_str(), its digits looked up once a page.
+        page.append(
+            {
+                "id": row.id,
+                "transaction_id": row.transaction_id,
+                "wallet_id": wallet_id,
+                "kind": row.kind,
+                "amount": f"{row.amount:.{digits}f}",
+                "currency": currency,
+                "balance_after": None
+                if balance_after is None
+                else f"{balance_after:.{digits}f}",
+                "counterparty": row.counterparty,
+                "description": row.description,
+                "created_at": drf_datetime(row.created_at, tz),
+            }
+        )
+    return page
 
 
 class EntrySerializer(serializers.ModelSerializer):

@@ -13,7 +13,7 @@ from transactions import selectors
 from transactions.api.serializers import (
     EntrySerializer,
     TransactionSerializer,
-    entry_data,
+    entry_page_data,
 )
 from transactions.models import Entry, Transaction
 from wallet_project.api import error_response
@@ -107,8 +107,9 @@ class _EntryPage:
         if rows is None:
             return []
         self.found = True
-        wallet_id, tz = str(self.wallet_id), timezone.get_current_timezone()
-        return [entry_data(row, wallet_id=wallet_id, tz=tz) for row in rows]
+        return entry_page_data(
+            rows, wallet_id=str(self.wallet_id), tz=timezone.get_current_timezone()
+        )
 
 
 # Query parameters of EntryFilter, and the selector argument each one sets.
