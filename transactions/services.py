@@ -712,9 +712,7 @@ def wallet_operation(
     response body (the posting's transaction and the wallet's new balance).
     """
     deposit = operation_type == "DEPOSIT"
-    outcome = _coalesced(
-        request, lambda: _Operation(wallet_id, owner, amount, deposit, request, render)
-    )
+    outcome = _coalesced(_Operation(wallet_id, owner, amount, deposit, request, render))
     if outcome is not _ONE_BY_ONE:
         return outcome
     from wallets.selectors import wallet_get_for_user  # wallets builds on the ledger
@@ -741,19 +739,14 @@ def transfer_execute(
     """`transfer_create` from `owner`'s wallet (its id or 16-digit number), once
     per Idempotency-Key; same-currency transfers are posted together with other
     requests in flight (see above)."""
-    from wallets.selectors import wallet_get_own  # wallets builds on the ledger
+    from wallets.selectors import (  # wallets builds on the ledger
+        wallet_get_own,
+        wallet_reference,
+    )
 
-    source_id = source_number = None
-    if len(source_reference) == 16 and source_reference.isdigit():
-        source_number = source_reference
-    else:
-        try:
-            source_id = UUID(source_reference)
-        except ValueError:
-            raise WalletNotFound() from None
+    source_id, source_number = wallet_reference(source_reference)
     outcome = _coalesced(
-        request,
-        lambda: _Transfer(
+        _Transfer(
             source_id,
             source_number,
             destination_number,
@@ -762,7 +755,7 @@ def transfer_execute(
             description,
             request,
             render,
-        ),
+        )
     )
     if outcome is not _ONE_BY_ONE:
         return outcome
@@ -780,8 +773,8 @@ def transfer_execute(
     )
 
 
-def _coalesced(request: IdempotencyRequest | None, item: Callable[[], Any]) -> Any:
-    """Post `item()` with whatever else is in flight: its response, its domain
+def _coalesced(item: _Operation | _Transfer) -> Any:
+    """Post `item` with whatever else is in flight: its response, its domain
     error (raised), or _ONE_BY_ONE (also when coalescing does not apply)."""
     if not (
         settings.LEDGER_COALESCE
@@ -790,13 +783,13 @@ def _coalesced(request: IdempotencyRequest | None, item: Callable[[], Any]) -> A
         and not connection.in_atomic_block
     ):
         return _ONE_BY_ONE
-    if request is not None and (done := _stored(request)) is not None:
+    if item.request is not None and (done := _stored(item.request)) is not None:
         return done
     if connection.connection is not None and connection.pool is not None:
         # Hand a pooled connection back while waiting: only the one caller that
         # leads the batch needs one.
         connection.close()
-    return _batches.submit(item())
+    return _batches.submit(item)
 
 
 def _postings_post(batch: Sequence[Pending[Any]]) -> None:

@@ -184,13 +184,23 @@ def conversion_quote(
     )
 
 
+def wallet_reference(reference: str) -> tuple[UUID | None, str | None]:
+    """(id, None) or (None, number) for a wallet given by its id or its 16-digit
+    number; anything else is WalletNotFound."""
+    if len(reference) == 16 and reference.isdigit():
+        return None, reference
+    try:
+        return UUID(reference), None
+    except ValueError:
+        raise WalletNotFound() from None
+
+
 def wallet_get_own(*, user: User, reference: str) -> Wallet:
     """The caller's own wallet by id or by its 16-digit number; 404 otherwise."""
-    if len(reference) == 16 and reference.isdigit():
-        try:
-            return Wallet.objects.get(
-                number=reference, owner=user, kind=Wallet.Kind.USER
-            )
-        except Wallet.DoesNotExist:
-            raise WalletNotFound() from None
-    return wallet_get_for_user(user=user, wallet_id=reference)
+    wallet_id, number = wallet_reference(reference)
+    if wallet_id is not None:
+        return wallet_get_for_user(user=user, wallet_id=wallet_id)
+    try:
+        return Wallet.objects.get(number=number, owner=user, kind=Wallet.Kind.USER)
+    except Wallet.DoesNotExist:
+        raise WalletNotFound() from None

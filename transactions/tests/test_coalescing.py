@@ -467,3 +467,28 @@ def test_transfer_errors_on_the_coalesced_path(user, other_user, make_wallet, ra
     assert mine.balance.amount == Decimal("6.50")
     assert theirs.balance.amount == Decimal("13.50")
     assert ledger_reconcile().clean
+
+
+@pytest.mark.parametrize(
+    ("body", "parsed"),
+    [
+        ({"operation_type": "DEPOSIT", "amount": "100.5"}, ("DEPOSIT", "100.50")),
+        ({"operationType": "WITHDRAW", "amount": "7"}, ("WITHDRAW", "7.00")),
+        (
+            {"operation_type": "DEPOSIT", "amount": "0.00"},
+            None,
+        ),  # the serializer says why
+        ({"operation_type": "DEPOSIT", "amount": "1.001"}, None),
+        ({"operation_type": "DEPOSIT", "amount": 5}, None),  # numbers: the serializer
+        ({"operation_type": "deposit", "amount": "5"}, None),
+        ({"operation_type": "DEPOSIT", "amount": "5", "x": 1}, None),
+    ],
+)
+def test_the_fast_body_parse_takes_the_common_spellings_only(body, parsed):
+    from wallets.api.operations import _parse_well_formed
+
+    result = _parse_well_formed(body)
+    if parsed is None:
+        assert result is None
+    else:
+        assert (result[0], str(result[1])) == parsed
