@@ -1,8 +1,12 @@
 """Small pieces every API module shares."""
 
+import re
 from decimal import Decimal
+from typing import Any
+from uuid import UUID
 
 from django.conf import settings
+from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
@@ -72,7 +76,30 @@ class AmountField(serializers.DecimalField):
         return super().to_internal_value(data)
 
 
-def idempotency_request(request: Request) -> IdempotencyRequest | None:
+# What AmountField accepts, in its most common spelling: a string like "100" or
+# "100.50".
+_AMOUNT = re.compile(r"[0-9]{1,13}(?:\.[0-9]{1,2})?")
+_CENT = Decimal("0.01")
+
+
+def well_formed_amount(value: Any) -> Decimal | None:
+    """The amount AmountField makes of `value` when `value` is a plain amount
+    string AmountField accepts as is, else None (let the serializer decide)."""
+    if not isinstance(value, str) or not _AMOUNT.fullmatch(value):
+        return None
+    amount = Decimal(value).quantize(_CENT)
+    if not _CENT <= amount <= settings.MAX_OPERATION_AMOUNT:
+        return None
+    return amount
+
+
+def idempotency_request(
+    request: Request | HttpRequest, *, user_id: UUID | None = None, data: Any = None
+) -> IdempotencyRequest | None:
+    """The request's Idempotency-Key (400 if it is blank or too long), or None.
+
+    A DRF request brings its user and parsed body; a lean one (wallet_project.lean)
+    passes them. Both give the same fingerprint for the same request."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
@@ -81,10 +108,13 @@ def idempotency_request(request: Request) -> IdempotencyRequest | None:
         raise ValidationError(
             {"Idempotency-Key": [_("Must be 1 to 255 characters long.")]}
         )
+    if isinstance(request, Request):
+        user_id, data = request.user.pk, request.data
+    assert user_id is not None
     return IdempotencyRequest(
-        user_id=request.user.pk,
+        user_id=user_id,
         key=key,
         fingerprint=IdempotencyRequest.fingerprint_of(
-            request.method or "", request.path, request.data
+            request.method or "", request.path, data
         ),
     )

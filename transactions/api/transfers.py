@@ -2,6 +2,10 @@
 currencies; between the caller's own wallets of different currencies it is an
 exchange."""
 
+from collections.abc import Mapping
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
@@ -9,14 +13,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import User
 from transactions import services as ledger
 from transactions.models import Transaction
+from transactions.services import IdempotencyRequest, IdempotentResponse
 from wallet_project.api import (
     IDEMPOTENCY_HEADER,
     AmountField,
     error_response,
     idempotency_request,
+    well_formed_amount,
 )
+from wallet_project.lean import LeanMixin, json_response
 
 
 class TransferSerializer(serializers.Serializer):
@@ -62,7 +70,7 @@ def render_transfer(posting: ledger.Posting) -> dict:
     }
 
 
-class TransferView(APIView):
+class TransferView(LeanMixin, APIView):
     @extend_schema(
         summary="Transfer to any wallet by number, or exchange between your wallets",
         description=(
@@ -107,15 +115,65 @@ class TransferView(APIView):
         ],
     )
     def post(self, request: Request) -> Response:
-        data = TransferSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        result = ledger.transfer_execute(
-            owner=request.user,
-            source_reference=data.validated_data["from_wallet"],
-            destination_number=data.validated_data["to_wallet_number"].strip(),
-            amount=data.validated_data["amount"],
-            description=data.validated_data["description"],
-            request=idempotency_request(request),
-            render=render_transfer,
-        )
+        data = _parse_well_formed(request.data)
+        if data is None:
+            serializer = TransferSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+        result = _transfer(request.user, data, idempotency_request(request))
         return Response(result.body, status=result.status)
+
+    def lean_post(
+        self, request: HttpRequest, user: User, data: Any
+    ) -> HttpResponse | None:
+        """The common, well-formed request off DRF's pipeline (wallet_project.lean);
+        anything the serializer must explain takes DRF's path."""
+        fields = _parse_well_formed(data)
+        if fields is None:
+            return None
+        key = idempotency_request(request, user_id=user.pk, data=data)
+        result = _transfer(user, fields, key)
+        return json_response(result.body, status=result.status)
+
+
+def _transfer(
+    user: User, data: Mapping[str, Any], request: IdempotencyRequest | None
+) -> IdempotentResponse:
+    return ledger.transfer_execute(
+        owner=user,
+        source_reference=data["from_wallet"],
+        destination_number=data["to_wallet_number"].strip(),
+        amount=data["amount"],
+        description=data["description"],
+        request=request,
+        render=render_transfer,
+    )
+
+
+_REQUIRED = frozenset({"from_wallet", "to_wallet_number", "amount"})
+_KNOWN = _REQUIRED | {"description"}
+_MAX_LENGTHS = {"from_wallet": 64, "to_wallet_number": 32, "description": 255}
+
+
+def _parse_well_formed(data: Any) -> dict[str, Any] | None:
+    """TransferSerializer's validated data for a body it would accept as is, in
+    its most common spelling (plain strings with nothing to trim, an amount
+    string), or None to let the serializer decide (and word any error)."""
+    if not isinstance(data, dict) or not _REQUIRED <= data.keys() <= _KNOWN:
+        return None
+    amount = well_formed_amount(data["amount"])
+    if amount is None:
+        return None
+    fields: dict[str, Any] = {"amount": amount}
+    for name, max_length in _MAX_LENGTHS.items():
+        value = data.get(name, "")
+        if (
+            not isinstance(value, str)
+            or not (value or name == "description")
+            or len(value) > max_length
+            or value != value.strip()
+            or not value.isprintable()  # no NUL or lone surrogate
+        ):
+            return None
+        fields[name] = value
+    return fields

@@ -17,7 +17,7 @@ from transactions.api.serializers import (
 )
 from transactions.models import Entry, Transaction
 from wallet_project.api import error_response
-from wallet_project.lean import LeanGetMixin, json_response
+from wallet_project.lean import LeanMixin, json_response
 from wallets.selectors import wallet_get_for_user
 
 BIGINT = range(-(2**63), 2**63)
@@ -120,7 +120,7 @@ _FILTER_ARGUMENTS = {"kind": "kind", "from": "since", "to": "until"}
     summary="A wallet's history (its entries, newest first)",
     responses={200: EntrySerializer(many=True), 404: error_response("No such wallet.")},
 )
-class WalletEntryListView(LeanGetMixin, ListAPIView):
+class WalletEntryListView(LeanMixin, ListAPIView):
     serializer_class = EntrySerializer
     pagination_class = EntryCursorPagination
     filterset_class = EntryFilter

@@ -1,20 +1,27 @@
 """POST wallets/{id}/operation: DEPOSIT (cash in) or WITHDRAW (cash out)."""
 
-import re
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from django.conf import settings
+from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import User
 from transactions import services as ledger
 from transactions.money import money_str
-from wallet_project.api import IDEMPOTENCY_HEADER, error_response, idempotency_request
+from transactions.services import IdempotencyRequest, IdempotentResponse
+from wallet_project.api import (
+    IDEMPOTENCY_HEADER,
+    error_response,
+    idempotency_request,
+    well_formed_amount,
+)
 from wallet_project.errors import WalletNotFound
+from wallet_project.lean import LeanMixin, json_response
 from wallets import selectors
 from wallets.api.serializers import (
     OPERATION_TYPES,
@@ -25,7 +32,7 @@ from wallets.api.views import NOT_FOUND
 from wallets.models import Wallet
 
 
-class WalletOperationView(APIView):
+class WalletOperationView(LeanMixin, APIView):
     """DEPOSIT (cash in) or WITHDRAW (cash out) on one of your wallets."""
 
     @extend_schema(
@@ -58,49 +65,63 @@ class WalletOperationView(APIView):
                 data.validated_data["operation_type"],
                 data.validated_data["amount"],
             )
-        operation_type, amount = parsed
-
-        def render(wallet: Wallet, posting: ledger.Posting) -> dict:
-            return {
-                "operation_id": str(posting.transaction.id),
-                "status": "SUCCESS",
-                "operation_type": operation_type,
-                "amount": money_str(amount, wallet.currency),
-                "currency": wallet.currency,
-                "new_balance": money_str(posting.balances[wallet.id], wallet.currency),
-            }
-
-        result = ledger.wallet_operation(
-            wallet_id=wallet_uuid,
-            owner=request.user,
-            operation_type=operation_type,
-            amount=amount,
-            request=idempotency_request(request),
-            render=render,
+        result = _operate(
+            request.user, wallet_uuid, *parsed, idempotency_request(request)
         )
         return Response(result.body, status=result.status)
 
+    def lean_post(
+        self, request: HttpRequest, user: User, data: Any, wallet_id: str
+    ) -> HttpResponse | None:
+        """The common, well-formed request off DRF's pipeline (wallet_project.lean);
+        anything the serializer must explain takes DRF's path."""
+        try:
+            wallet_uuid = UUID(wallet_id)
+        except ValueError:
+            return None
+        parsed = _parse_well_formed(data)
+        if parsed is None:
+            return None
+        key = idempotency_request(request, user_id=user.pk, data=data)
+        result = _operate(user, wallet_uuid, *parsed, key)
+        return json_response(result.body, status=result.status)
 
-# What OperationSerializer accepts, in its most common spelling: a known
-# operation type and an amount string like "100" or "100.50".
-_AMOUNT = re.compile(r"[0-9]{1,13}(?:\.[0-9]{1,2})?")
-_CENT = Decimal("0.01")
+
+def _operate(
+    user: User,
+    wallet_id: UUID,
+    operation_type: str,
+    amount: Decimal,
+    request: IdempotencyRequest | None,
+) -> IdempotentResponse:
+    def render(wallet: Wallet, posting: ledger.Posting) -> dict:
+        return {
+            "operation_id": str(posting.transaction.id),
+            "status": "SUCCESS",
+            "operation_type": operation_type,
+            "amount": money_str(amount, wallet.currency),
+            "currency": wallet.currency,
+            "new_balance": money_str(posting.balances[wallet.id], wallet.currency),
+        }
+
+    return ledger.wallet_operation(
+        wallet_id=wallet_id,
+        owner=user,
+        operation_type=operation_type,
+        amount=amount,
+        request=request,
+        render=render,
+    )
 
 
 def _parse_well_formed(data: Any) -> tuple[str, Decimal] | None:
-    """(operation_type, amount) for a body OperationSerializer would accept
-    as is, or None to let the serializer decide (and word any error)."""
+    """(operation_type, amount) for a body OperationSerializer would accept as
+    is, in its most common spelling, or None to let the serializer decide (and
+    word any error)."""
     if not isinstance(data, dict) or len(data) != 2:
         return None
     operation_type = data.get("operation_type", data.get("operationType"))
-    amount = data.get("amount")
-    if (
-        operation_type not in OPERATION_TYPES
-        or not isinstance(amount, str)
-        or not _AMOUNT.fullmatch(amount)
-    ):
+    amount = well_formed_amount(data.get("amount"))
+    if operation_type not in OPERATION_TYPES or amount is None:
         return None
-    value = Decimal(amount).quantize(_CENT)
-    if not _CENT <= value <= settings.MAX_OPERATION_AMOUNT:
-        return None
-    return operation_type, value
+    return operation_type, amount

@@ -10,7 +10,7 @@ from wallet_project.api import (
     VALIDATION_ERROR,
     error_response,
 )
-from wallet_project.lean import LeanGetMixin, json_response
+from wallet_project.lean import LeanMixin, json_response
 from wallets import selectors, services
 from wallets.api.serializers import (
     WalletCreateSerializer,
@@ -45,7 +45,7 @@ NOT_FOUND = error_response("No such wallet among yours (`wallet_not_found`).")
     ),
 )
 class WalletViewSet(
-    LeanGetMixin,
+    LeanMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
