@@ -200,6 +200,25 @@ def snapshot(env: dict) -> dict:
     return json.loads(prepare(env, "snapshot"))
 
 
+def children_rss_mb(parent: int) -> list[float]:
+    """Resident memory (MiB) of each live child of `parent` (Gunicorn's workers)."""
+    sizes = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) != parent:
+            continue
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        if match:
+            sizes.append(round(int(match.group(1)) / 1024, 1))
+    return sorted(sizes)
+
+
 def reconcile(env: dict) -> tuple[bool, str]:
     result = subprocess.run(
         [sys.executable, "manage.py", "reconcile", "--quiet"],
@@ -278,6 +297,7 @@ class Bench:
         self.fee_wallets = int(os.environ.get("BENCH_FEE_WALLETS", "100000"))
         self.web_workers = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
         self.fees_timeout = int(os.environ.get("BENCH_FEES_TIMEOUT", "600"))
+        self.web_rss: dict[str, list[float]] = {}
         # The production setting the benchmark runs with (accounts/authentication.py).
         self.user_cache = os.environ.get("JWT_USER_CACHE_SECONDS", "5")
         self.tmp = Path(tempfile.mkdtemp(prefix="wallet-bench-"))
@@ -307,10 +327,13 @@ class Bench:
                     self.pgbench(scenario)
             self.start_stack()
             self.prepare_data()
+            self.web_rss["start"] = self.workers_rss()
             for scenario in SCENARIOS:
                 if scenario.kind != "pgbench" and self.wanted(scenario):
                     time.sleep(2)
                     getattr(self, scenario.kind)(scenario)
+                    if scenario.kind != "fees":
+                        self.web_rss[scenario.name] = self.workers_rss()
         finally:
             if self.stack is not None:
                 self.stack.stop()
@@ -318,6 +341,13 @@ class Bench:
                 drop_database(self.db_url)
         self.report(started, load_before)
         return 0 if all(r.check_ok for r in self.results) else 1
+
+    def workers_rss(self) -> list[float]:
+        """The web workers' resident memory now (MiB each): it should stay flat
+        from scenario to scenario (Gunicorn does not recycle workers)."""
+        assert self.stack is not None
+        master = next(p for p in self.stack._processes if p.name == "web")
+        return children_rss_mb(master.popen.pid)
 
     # -- setup ----------------------------------------------------------------------
 
@@ -658,6 +688,11 @@ class Bench:
                 f"{r.socket_errors:>4}  {'OK' if r.check_ok else 'FAIL'} {r.check}"
             )
         lines.append("")
+        if self.web_rss:
+            lines.append(
+                "web workers' RSS (MiB): "
+                + ", ".join(f"{k} {v}" for k, v in self.web_rss.items())
+            )
         lines.append(
             "ratios: "
             + ", ".join(f"{k} {v}" for k, v in ratios.items() if v is not None)
@@ -689,6 +724,7 @@ class Bench:
             },
             "results": [asdict(r) for r in self.results],
             "ratios": ratios,
+            "web_workers_rss_mb": self.web_rss,
             "table": table,
         }
         OUT.mkdir(parents=True, exist_ok=True)
