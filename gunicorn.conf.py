@@ -24,6 +24,8 @@ migrations and shells <= PostgreSQL's max_connections.
 
 import os
 
+from gunicorn.glogging import Logger
+
 # --- Server socket ---------------------------------------------------------------------
 bind = os.environ.get("GUNICORN_BIND") or (
     f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
@@ -103,6 +105,20 @@ if os.environ.get("LOG_FORMAT", "json") == "json":
         },
     }
 
+
+class _Logger(Logger):
+    """Gunicorn's logger with its access log on only when GUNICORN_ACCESSLOG asks.
+    Setting logconfig_dict (above) switches it on, and Gunicorn would then build
+    every request's log fields only for the quiet logger to drop them: 8% of a
+    GET's CPU (py-spy under make bench)."""
+
+    def access(self, resp, req, environ, request_time):
+        if self.cfg.accesslog:
+            super().access(resp, req, environ, request_time)
+
+
+logger_class = _Logger
+
 # --- Control socket (gunicornc): one per deployment, not one per user -------------------
 if os.environ.get("GUNICORN_CONTROL_SOCKET") == "off":
     control_socket_disable = True
@@ -142,7 +158,12 @@ def post_worker_init(worker):
 def _warm_up(worker):
     """Do now what the worker's first requests would otherwise do while clients
     wait: import every view (the URLconf), load the translation catalogs, open
-    the database pool. A database that is down only costs the last step."""
+    the database pool (a database that is down only costs that step). Then move
+    everything loaded so far out of the garbage collector's sight (gc.freeze):
+    a full collection no longer walks the whole of Django on every request that
+    happens to trigger one (those pauses were the latency tail under load)."""
+    import gc
+
     from django.conf import settings
     from django.db import connection
     from django.urls import get_resolver
@@ -158,3 +179,5 @@ def _warm_up(worker):
         worker.log.warning("database not reachable at worker start: %s", exc)
     finally:
         connection.close()  # back to the pool
+    gc.collect()
+    gc.freeze()
