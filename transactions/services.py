@@ -26,10 +26,12 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, TypeVar
 from uuid import UUID
 
+import psycopg
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from djmoney.money import Money
@@ -38,6 +40,7 @@ from accounts.models import User
 from transactions.batching import Coalescer, Pending
 from transactions.models import Entry, IdempotencyKey, TopUp, Transaction
 from transactions.money import minor_digits, money_str, quantum
+from wallet_project.db import execute_and_commit, prepared_fetchall
 from wallet_project.errors import (
     BalanceLimitExceeded,
     Conflict,
@@ -627,7 +630,7 @@ class _Transfer:
 
 _POSTINGS_LOCK_SQL = """
 SELECT {columns} FROM wallets_wallet
- WHERE kind = 'user' AND (id = ANY(%s) OR number = ANY(%s))
+ WHERE kind = 'user' AND (id = ANY(%s::uuid[]) OR number = ANY(%s::varchar[]))
  ORDER BY id
    FOR UPDATE
 """
@@ -671,8 +674,13 @@ k AS (
         ON CONFLICT (user_id, key) DO NOTHING
  RETURNING user_id, key
 )
-SELECT (SELECT count(*) FROM w), ARRAY(SELECT k.user_id::text || ' ' || k.key FROM k)
+SELECT 1 / CASE WHEN (SELECT count(*) FROM w) = %(wallet_count)s
+                   AND (SELECT count(*) FROM k) = %(key_count)s THEN 1 ELSE 0 END
 """
+# The last line is the statement's guard: it is sent together with the COMMIT, so
+# whatever it finds must abort the transaction by itself. Every wallet updated and
+# every idempotency key claimed, or a division by zero (the one division here)
+# rolls the whole batch back.
 
 _POSTINGS_COLUMNS = (
     "txn_ids",
@@ -834,83 +842,98 @@ def _postings_post_once(todo: list[Pending[Any]]) -> set[Pending[Any]]:
         item_ids, item_numbers = pending.item.wallet_refs()
         ids.update(item_ids)
         numbers.update(item_numbers)
-    with transaction.atomic(durable=True), connection.cursor() as cursor:
-        cursor.execute(_postings_lock_sql(), [sorted(ids), sorted(numbers)])
-        wallets = [Wallet.from_db(connection.alias, None, row) for row in cursor]
-        book = _Book(
-            by_id={w.id: w for w in wallets},
-            by_number={w.number: w for w in wallets},
-            balances={w.id: w.balance.amount for w in wallets},
-        )
-        deltas: dict[UUID, Decimal] = defaultdict(Decimal)
-        rows: dict[str, list[Any]] = defaultdict(list)
-        keyed: dict[str, Pending[Any]] = {}
-        for pending in todo:
-            request = pending.item.request
-            try:
-                plan = pending.item.plan(book)
-                if plan is not _ONE_BY_ONE:
-                    balances = _check_legs(plan, book, max_balance)
-            except DomainError as error:
-                if request is None:
-                    outcomes.append((pending, None, error))
-                else:  # a twin may have moved the money: one by one finds out
+    try:
+        with transaction.atomic(durable=True):
+            rows_locked = prepared_fetchall(
+                _postings_lock_sql(), [sorted(ids), sorted(numbers)]
+            )
+            wallets = [
+                Wallet.from_db(connection.alias, None, row) for row in rows_locked
+            ]
+            book = _Book(
+                by_id={w.id: w for w in wallets},
+                by_number={w.number: w for w in wallets},
+                balances={w.id: w.balance.amount for w in wallets},
+            )
+            deltas: dict[UUID, Decimal] = defaultdict(Decimal)
+            rows: dict[str, list[Any]] = defaultdict(list)
+            keyed: dict[tuple[UUID, str], Pending[Any]] = {}
+            for pending in todo:
+                request = pending.item.request
+                try:
+                    plan = pending.item.plan(book)
+                    if plan is not _ONE_BY_ONE:
+                        balances = _check_legs(plan, book, max_balance)
+                except DomainError as error:
+                    if request is None:
+                        outcomes.append((pending, None, error))
+                    else:  # a twin may have moved the money: one by one finds out
+                        one_by_one.add(pending)
+                    continue
+                if plan is _ONE_BY_ONE:
                     one_by_one.add(pending)
-                continue
-            if plan is _ONE_BY_ONE:
-                one_by_one.add(pending)
-                continue
-            book.balances.update(balances)
-            txn = Transaction(
-                id=uuid.uuid4(),
-                kind=plan.kind,
-                status=Transaction.Status.POSTED,
-                initiator=pending.item.owner,
-                description=plan.description,
-                metadata=plan.metadata,
-                created_at=now,
-                posted_at=now,
-            )
-            txn._state.adding = False
-            txn._state.db = connection.alias
-            body = plan.render(Posting(transaction=txn, entries=[], balances=balances))
-            rows["txn_ids"].append(txn.id)
-            rows["kinds"].append(plan.kind)
-            rows["initiators"].append(pending.item.owner.pk)
-            rows["descriptions"].append(plan.description)
-            rows["metadata"].append(json.dumps(plan.metadata, cls=DjangoJSONEncoder))
-            for wallet, amount in plan.legs:
-                rows["entry_txns"].append(txn.id)
-                rows["entry_wallets"].append(wallet.id)
-                rows["entry_currencies"].append(wallet.currency)
-                rows["entry_amounts"].append(amount)
-                rows["entry_balances"].append(balances.get(wallet.id))
-                if wallet.kind == Wallet.Kind.USER:
-                    deltas[wallet.id] += amount
-            if request is not None:
-                rows["key_users"].append(request.user_id)
-                rows["keys"].append(request.key)
-                rows["fingerprints"].append(request.fingerprint)
-                rows["bodies"].append(json.dumps(body, cls=DjangoJSONEncoder))
-                keyed[f"{request.user_id} {request.key}"] = pending
-            outcomes.append((pending, IdempotentResponse(201, body), None))
-        if deltas:
-            params = {name: rows[name] for name in _POSTINGS_COLUMNS}
-            params.update(
-                now=now, wallet_ids=list(deltas), deltas=list(deltas.values())
-            )
-            cursor.execute(_POSTINGS_SQL, params)
-            updated, claimed = cursor.fetchone()
-            if updated != len(deltas):
-                raise RuntimeError(
-                    f"coalesced postings: {updated} of {len(deltas)} wallets updated"
+                    continue
+                book.balances.update(balances)
+                txn = Transaction(
+                    id=uuid.uuid4(),
+                    kind=plan.kind,
+                    status=Transaction.Status.POSTED,
+                    initiator=pending.item.owner,
+                    description=plan.description,
+                    metadata=plan.metadata,
+                    created_at=now,
+                    posted_at=now,
                 )
-            taken = set(keyed) - set(claimed)
-            if taken:
-                # Another request committed one of these keys first: roll back,
-                # send those one by one (they answer with the stored response)
-                # and post the rest again.
-                raise _KeysTaken({keyed[key] for key in taken})
+                txn._state.adding = False
+                txn._state.db = connection.alias
+                body = plan.render(
+                    Posting(transaction=txn, entries=[], balances=balances)
+                )
+                rows["txn_ids"].append(txn.id)
+                rows["kinds"].append(plan.kind)
+                rows["initiators"].append(pending.item.owner.pk)
+                rows["descriptions"].append(plan.description)
+                rows["metadata"].append(
+                    json.dumps(plan.metadata, cls=DjangoJSONEncoder)
+                )
+                for wallet, amount in plan.legs:
+                    rows["entry_txns"].append(txn.id)
+                    rows["entry_wallets"].append(wallet.id)
+                    rows["entry_currencies"].append(wallet.currency)
+                    rows["entry_amounts"].append(amount)
+                    rows["entry_balances"].append(balances.get(wallet.id))
+                    if wallet.kind == Wallet.Kind.USER:
+                        deltas[wallet.id] += amount
+                if request is not None:
+                    rows["key_users"].append(request.user_id)
+                    rows["keys"].append(request.key)
+                    rows["fingerprints"].append(request.fingerprint)
+                    rows["bodies"].append(json.dumps(body, cls=DjangoJSONEncoder))
+                    keyed[request.user_id, request.key] = pending
+                outcomes.append((pending, IdempotentResponse(201, body), None))
+            if deltas:
+                params = {name: rows[name] for name in _POSTINGS_COLUMNS}
+                params.update(
+                    now=now, wallet_ids=list(deltas), deltas=list(deltas.values())
+                )
+                params.update(wallet_count=len(deltas), key_count=len(keyed))
+                try:
+                    # The statement and the COMMIT in one round trip: the locks are
+                    # held for one round trip less.
+                    execute_and_commit(_POSTINGS_SQL, params)
+                except DataError as exc:
+                    if isinstance(exc.__cause__, psycopg.errors.DivisionByZero):
+                        raise _GuardFailed(keyed) from exc
+                    raise
+    except _GuardFailed as failed:
+        taken = _keys_taken(failed.keyed)
+        if not taken:
+            raise RuntimeError(
+                "coalesced postings: a wallet was not updated"
+            ) from failed
+        # Another request committed one of these keys first: send those one by
+        # one (they answer with the stored response) and post the rest again.
+        raise _KeysTaken(taken) from None
     for pending, result, error in outcomes:
         if error is None:
             pending.resolve(result)
@@ -937,10 +960,27 @@ def _check_legs(plan: _Plan, book: _Book, max_balance: Decimal) -> dict[UUID, De
     return balances
 
 
+def _keys_taken(keyed: dict[tuple[UUID, str], Pending[Any]]) -> set[Pending[Any]]:
+    """The pending requests whose idempotency key is stored by now."""
+    query = Q()
+    for user_id, key in keyed:
+        query |= Q(user_id=user_id, key=key)
+    stored = IdempotencyKey.objects.filter(query).values_list("user_id", "key")
+    return {keyed[pair] for pair in stored}
+
+
 @functools.cache
 def _postings_lock_sql() -> str:
     columns = ", ".join(f.column for f in Wallet._meta.concrete_fields)
     return _POSTINGS_LOCK_SQL.format(columns=columns)
+
+
+class _GuardFailed(Exception):
+    """The batch statement's guard rolled the batch back (see _POSTINGS_SQL)."""
+
+    def __init__(self, keyed: dict[tuple[UUID, str], Pending[Any]]) -> None:
+        super().__init__("coalesced postings: guard failed")
+        self.keyed = keyed
 
 
 class _KeysTaken(Exception):

@@ -204,6 +204,34 @@ def test_keyed_operations_in_one_batch_store_each_answer_once(make_wallet):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_key_stored_while_its_batch_formed_rolls_the_batch_back(
+    make_wallet, monkeypatch
+):
+    """The batch statement is sent with its COMMIT: when a key turns out to be
+    taken by then, its own guard must undo the whole batch (and the request then
+    answers with the stored response)."""
+    wallet = make_wallet(balance="10.00")
+    first = _operate(wallet, "WITHDRAW", Decimal("4.00"), key="taken")
+    stored = ledger._stored
+    missed: list = []
+
+    def miss_once(request):  # the check before the batch misses the key
+        if not missed:
+            missed.append(request)
+            return None
+        return stored(request)
+
+    monkeypatch.setattr(ledger, "_stored", miss_once)
+    again = _operate(wallet, "WITHDRAW", Decimal("4.00"), key="taken")
+    assert missed
+    assert again.replayed and again.body == first.body
+    wallet.refresh_from_db()
+    assert wallet.balance.amount == Decimal("6.00")
+    assert Transaction.objects.filter(kind="withdrawal").count() == 1
+    assert ledger_reconcile().clean
+
+
+@pytest.mark.django_db(transaction=True)
 def test_api_operations_in_flight_together(user, make_wallet):
     wallet = make_wallet(owner=user, balance="5.00")
     url = f"/api/v1/wallets/{wallet.id}/operation"
