@@ -108,20 +108,6 @@ else:
     DATABASES["default"]["OPTIONS"]["connect_timeout"] = env.int(
         "DATABASE_CONNECT_TIMEOUT", default=5
     )
-    # Only wallet_project.db prepares statements (Django's queries never are), and
-    # their fixed shapes plan the same whatever the parameters: plan them once,
-    # generically. By default PostgreSQL kept re-planning them on every execution
-    # (custom plans: 0.5 ms of a history page's 0.8 ms, EXPLAIN ANALYZE at 1M
-    # entries). libpq's `options`, so it holds for the whole session.
-    DATABASES["default"]["OPTIONS"]["options"] = " ".join(
-        filter(
-            None,
-            [
-                DATABASES["default"]["OPTIONS"].get("options"),
-                "-c plan_cache_mode=force_generic_plan",
-            ],
-        )
-    )
     if env.bool("DATABASE_POOL", default=False):
         DATABASES["default"]["OPTIONS"]["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN", default=2),
