@@ -46,6 +46,7 @@ from tests.stack import (  # noqa: E402
     create_database,
     drop_database,
     manage,
+    process_stats,
 )
 
 BENCH = REPO / "bench"
@@ -203,15 +204,12 @@ def snapshot(env: dict) -> dict:
 def children_rss_mb(parent: int) -> list[float]:
     """Resident memory (MiB) of each live child of `parent` (Gunicorn's workers)."""
     sizes = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for pid, fields in process_stats():
+        if int(fields[1]) != parent:
             continue
         try:
-            stat = (entry / "stat").read_text()
-            status = (entry / "status").read_text()
+            status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) != parent:
             continue
         match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
         if match:

@@ -527,19 +527,24 @@ class Stack:
     def leftovers(self) -> list[int]:
         """Pids of processes still alive in the stack's process groups."""
         groups = {p.popen.pid for p in self._processes}
-        alive = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # pid (comm) state ppid pgrp ...: comm may contain spaces; split after ')'.
-            fields = stat.rsplit(")", 1)[1].split()
-            if fields[0] != "Z" and int(fields[2]) in groups:
-                alive.append(int(entry.name))
-        return alive
+        return [
+            pid
+            for pid, fields in process_stats()
+            if fields[0] != "Z" and int(fields[2]) in groups
+        ]
+
+
+def process_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, [state, ppid, pgrp, ...]) of every process, from /proc/<pid>/stat."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may contain spaces; split after ')'.
+        yield int(entry.name), stat.rsplit(")", 1)[1].split()
 
 
 @contextlib.contextmanager
