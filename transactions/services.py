@@ -672,7 +672,7 @@ k AS (
                   %(fingerprints)s::varchar[], %(bodies)s::jsonb[])
            AS v (user_id, key, fingerprint, body)
         ON CONFLICT (user_id, key) DO NOTHING
- RETURNING user_id, key
+ RETURNING 1
 )
 SELECT 1 / CASE WHEN (SELECT count(*) FROM w) = %(wallet_count)s
                    AND (SELECT count(*) FROM k) = %(key_count)s THEN 1 ELSE 0 END
@@ -827,6 +827,94 @@ def _postings_post(batch: Sequence[Pending[Any]]) -> None:
         todo = [p for p in todo if p.result is None and p.error is None]
 
 
+@dataclass
+class _Rows:
+    """What a batch posts: the statement's columns, the balance deltas of its user
+    wallets and its idempotency keys."""
+
+    columns: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    deltas: dict[UUID, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    keyed: dict[tuple[UUID, str], Pending[Any]] = field(default_factory=dict)
+
+    def add(
+        self, pending: Pending[Any], plan: _Plan, balances: dict[UUID, Decimal], now
+    ) -> Any:
+        """Add an accepted request's transaction, entries and key; its body."""
+        txn = Transaction(
+            id=uuid.uuid4(),
+            kind=plan.kind,
+            status=Transaction.Status.POSTED,
+            initiator=pending.item.owner,
+            description=plan.description,
+            metadata=plan.metadata,
+            created_at=now,
+            posted_at=now,
+        )
+        txn._state.adding = False
+        txn._state.db = connection.alias
+        body = plan.render(Posting(transaction=txn, entries=[], balances=balances))
+        rows = self.columns
+        rows["txn_ids"].append(txn.id)
+        rows["kinds"].append(plan.kind)
+        rows["initiators"].append(pending.item.owner.pk)
+        rows["descriptions"].append(plan.description)
+        rows["metadata"].append(json.dumps(plan.metadata, cls=DjangoJSONEncoder))
+        for wallet, amount in plan.legs:
+            rows["entry_txns"].append(txn.id)
+            rows["entry_wallets"].append(wallet.id)
+            rows["entry_currencies"].append(wallet.currency)
+            rows["entry_amounts"].append(amount)
+            rows["entry_balances"].append(balances.get(wallet.id))
+            if wallet.kind == Wallet.Kind.USER:
+                self.deltas[wallet.id] += amount
+        request = pending.item.request
+        if request is not None:
+            rows["key_users"].append(request.user_id)
+            rows["keys"].append(request.key)
+            rows["fingerprints"].append(request.fingerprint)
+            rows["bodies"].append(json.dumps(body, cls=DjangoJSONEncoder))
+            self.keyed[request.user_id, request.key] = pending
+        return body
+
+    def post_and_commit(self, now) -> None:
+        """The statement and the COMMIT in one round trip (the locks are held for
+        one round trip less); _GuardFailed if its guard rolled it back."""
+        params: dict[str, Any] = {
+            name: self.columns[name] for name in _POSTINGS_COLUMNS
+        }
+        params.update(
+            now=now,
+            wallet_ids=list(self.deltas),
+            deltas=list(self.deltas.values()),
+            wallet_count=len(self.deltas),
+            key_count=len(self.keyed),
+        )
+        try:
+            execute_and_commit(_POSTINGS_SQL, params)
+        except DataError as exc:
+            if isinstance(exc.__cause__, psycopg.errors.DivisionByZero):
+                raise _GuardFailed(self.keyed) from exc
+            raise
+
+
+def _locked_book(pending: list[Pending[Any]]) -> _Book:
+    """Lock every user wallet the requests involve (one SELECT ... FOR UPDATE in
+    id order) and read them."""
+    ids: set[UUID] = set()
+    numbers: set[str] = set()
+    for item in pending:
+        item_ids, item_numbers = item.item.wallet_refs()
+        ids.update(item_ids)
+        numbers.update(item_numbers)
+    rows = prepared_fetchall(_postings_lock_sql(), [sorted(ids), sorted(numbers)])
+    wallets = [Wallet.from_db(connection.alias, None, row) for row in rows]
+    return _Book(
+        by_id={w.id: w for w in wallets},
+        by_number={w.number: w for w in wallets},
+        balances={w.id: w.balance.amount for w in wallets},
+    )
+
+
 def _postings_post_once(todo: list[Pending[Any]]) -> set[Pending[Any]]:
     """Post what can be posted in one DB transaction. Resolves or fails each
     pending request once committed; returns the ones to send one by one
@@ -836,36 +924,17 @@ def _postings_post_once(todo: list[Pending[Any]]) -> set[Pending[Any]]:
     max_balance = settings.MAX_WALLET_BALANCE
     one_by_one: set[Pending[Any]] = set()
     outcomes: list[tuple[Pending[Any], Any, BaseException | None]] = []
-    ids: set[UUID] = set()
-    numbers: set[str] = set()
-    for pending in todo:
-        item_ids, item_numbers = pending.item.wallet_refs()
-        ids.update(item_ids)
-        numbers.update(item_numbers)
     try:
         with transaction.atomic(durable=True):
-            rows_locked = prepared_fetchall(
-                _postings_lock_sql(), [sorted(ids), sorted(numbers)]
-            )
-            wallets = [
-                Wallet.from_db(connection.alias, None, row) for row in rows_locked
-            ]
-            book = _Book(
-                by_id={w.id: w for w in wallets},
-                by_number={w.number: w for w in wallets},
-                balances={w.id: w.balance.amount for w in wallets},
-            )
-            deltas: dict[UUID, Decimal] = defaultdict(Decimal)
-            rows: dict[str, list[Any]] = defaultdict(list)
-            keyed: dict[tuple[UUID, str], Pending[Any]] = {}
+            book = _locked_book(todo)
+            rows = _Rows()
             for pending in todo:
-                request = pending.item.request
                 try:
                     plan = pending.item.plan(book)
                     if plan is not _ONE_BY_ONE:
                         balances = _check_legs(plan, book, max_balance)
                 except DomainError as error:
-                    if request is None:
+                    if pending.item.request is None:
                         outcomes.append((pending, None, error))
                     else:  # a twin may have moved the money: one by one finds out
                         one_by_one.add(pending)
@@ -874,57 +943,10 @@ def _postings_post_once(todo: list[Pending[Any]]) -> set[Pending[Any]]:
                     one_by_one.add(pending)
                     continue
                 book.balances.update(balances)
-                txn = Transaction(
-                    id=uuid.uuid4(),
-                    kind=plan.kind,
-                    status=Transaction.Status.POSTED,
-                    initiator=pending.item.owner,
-                    description=plan.description,
-                    metadata=plan.metadata,
-                    created_at=now,
-                    posted_at=now,
-                )
-                txn._state.adding = False
-                txn._state.db = connection.alias
-                body = plan.render(
-                    Posting(transaction=txn, entries=[], balances=balances)
-                )
-                rows["txn_ids"].append(txn.id)
-                rows["kinds"].append(plan.kind)
-                rows["initiators"].append(pending.item.owner.pk)
-                rows["descriptions"].append(plan.description)
-                rows["metadata"].append(
-                    json.dumps(plan.metadata, cls=DjangoJSONEncoder)
-                )
-                for wallet, amount in plan.legs:
-                    rows["entry_txns"].append(txn.id)
-                    rows["entry_wallets"].append(wallet.id)
-                    rows["entry_currencies"].append(wallet.currency)
-                    rows["entry_amounts"].append(amount)
-                    rows["entry_balances"].append(balances.get(wallet.id))
-                    if wallet.kind == Wallet.Kind.USER:
-                        deltas[wallet.id] += amount
-                if request is not None:
-                    rows["key_users"].append(request.user_id)
-                    rows["keys"].append(request.key)
-                    rows["fingerprints"].append(request.fingerprint)
-                    rows["bodies"].append(json.dumps(body, cls=DjangoJSONEncoder))
-                    keyed[request.user_id, request.key] = pending
+                body = rows.add(pending, plan, balances, now)
                 outcomes.append((pending, IdempotentResponse(201, body), None))
-            if deltas:
-                params = {name: rows[name] for name in _POSTINGS_COLUMNS}
-                params.update(
-                    now=now, wallet_ids=list(deltas), deltas=list(deltas.values())
-                )
-                params.update(wallet_count=len(deltas), key_count=len(keyed))
-                try:
-                    # The statement and the COMMIT in one round trip: the locks are
-                    # held for one round trip less.
-                    execute_and_commit(_POSTINGS_SQL, params)
-                except DataError as exc:
-                    if isinstance(exc.__cause__, psycopg.errors.DivisionByZero):
-                        raise _GuardFailed(keyed) from exc
-                    raise
+            if rows.deltas:
+                rows.post_and_commit(now)
     except _GuardFailed as failed:
         taken = _keys_taken(failed.keyed)
         if not taken:

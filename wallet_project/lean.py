@@ -30,7 +30,6 @@ connection).
 import json
 import time
 from datetime import UTC, datetime, timedelta, tzinfo
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -48,6 +47,8 @@ from rest_framework_simplejwt.authentication import (
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.models import TokenUser
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
+
+from wallet_project.parsers import loads_strict
 
 # Accept values that DRF's negotiation resolves to JSONRenderer without an
 # `indent` parameter (DRF reads a missing header as */*).
@@ -149,10 +150,6 @@ def drf_datetime(value: datetime | None, tz: tzinfo | None) -> str | None:
 _MAX_LEAN_BODY = 16 * 1024
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a valid JSON value")
-
-
 def json_body(request: HttpRequest) -> Any | None:
     """The body of a small `application/json` (UTF-8) request, parsed as the
     project's StrictJSONParser parses it (numbers as Decimal, no NaN/Infinity),
@@ -170,11 +167,7 @@ def json_body(request: HttpRequest) -> Any | None:
     if not 0 < length <= _MAX_LEAN_BODY:
         return None
     try:
-        return json.loads(
-            request.body.decode(),
-            parse_float=Decimal,
-            parse_constant=_reject_constant,
-        )
+        return loads_strict(request.body.decode())
     except ValueError:  # UnicodeDecodeError and JSONDecodeError included
         return None
 

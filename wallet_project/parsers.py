@@ -11,6 +11,12 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a valid JSON value")
 
 
+def loads_strict(text: str):
+    """JSON with numbers as Decimal (never float) and no NaN/Infinity;
+    ValueError for anything else."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+
+
 class StrictJSONParser(JSONParser):
     """JSON parser that keeps numbers exact and refuses NaN/Infinity.
 
@@ -23,8 +29,6 @@ class StrictJSONParser(JSONParser):
         encoding = parser_context.get("encoding", settings.DEFAULT_CHARSET)
         try:
             text = stream.read().decode(encoding)
-            return json.loads(
-                text, parse_float=Decimal, parse_constant=_reject_constant
-            )
+            return loads_strict(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ParseError(_("Malformed JSON: %(error)s") % {"error": exc}) from exc
