@@ -316,7 +316,11 @@ class Bench:
         load_before = loadavg()
         log(f"load average {load_before} on {os.cpu_count()} cores")
         self.db_url = create_database(self.base_url, prefix="wallet_bench")
-        log(f"database {self.db_url}")
+        log(
+            f"database {self.db_url} (autovacuum "
+            f"{psql(self.db_url, 'SHOW autovacuum').strip()}; every data set is "
+            "vacuumed and analyzed once loaded)"
+        )
         try:
             manage("migrate", "--noinput", env=_base_env(self.db_url))
             psql(self.db_url, file=BENCH / "sql" / "floor_schema.sql")

@@ -42,14 +42,36 @@ class EntryRow(NamedTuple):
     created_at: datetime
 
 
-@functools.cache
 def _entry_page_sql(
-    *, position: str, ascending: bool, kind: bool, since: bool, until: bool
+    *,
+    position: str,
+    ascending: bool,
+    kind: bool,
+    since: bool,
+    until: bool,
+    limit: int,
+    offset: int,
 ) -> str:
-    """The keyset page query: the wallet row (it must be a user wallet of the given,
-    active user) joined to at most LIMIT of its entries after OFFSET, in id order,
-    from the (wallet_id, id DESC) index. No entries: one row of NULLs; not the
-    user's wallet: no row."""
+    # LIMIT and OFFSET are written into the statement, not bound: with a bound
+    # LIMIT the generic plan cannot know the page is small, PostgreSQL never
+    # chose it (pg_prepared_statements: 0 generic, 1041 custom plans) and planned
+    # every page again: 0.8 ms a page instead of 0.4. Two ints the paginator has
+    # range-checked (1-201, 0-1000): a few statements per connection, each
+    # planned once.
+    before, after = _entry_page_sql_around_limit(
+        position=position, ascending=ascending, kind=kind, since=since, until=until
+    )
+    return f"{before} LIMIT {int(limit):d} OFFSET {int(offset):d}{after}"
+
+
+@functools.cache
+def _entry_page_sql_around_limit(
+    *, position: str, ascending: bool, kind: bool, since: bool, until: bool
+) -> tuple[str, str]:
+    """The keyset page query, as the text before and after its LIMIT/OFFSET: the
+    wallet row (it must be a user wallet of the given, active user) joined to at
+    most LIMIT of its entries after OFFSET, in id order, from the (wallet_id, id
+    DESC) index. No entries: one row of NULLs; not the user's wallet: no row."""
     entry, txn = Entry._meta.db_table, Transaction._meta.db_table
     user_table = User._meta.db_table
     order = "ASC" if ascending else "DESC"
@@ -82,11 +104,10 @@ def _entry_page_sql(
         " AS counterparty, t.description, e.created_at"
         f" FROM {entry} e JOIN {txn} t ON t.id = e.transaction_id"
         f" WHERE {' AND '.join(where)}"
-        f" ORDER BY e.wallet_id {'DESC' if ascending else 'ASC'}, e.id {order}"
-        " LIMIT %(limit)s OFFSET %(offset)s"
+        f" ORDER BY e.wallet_id {'DESC' if ascending else 'ASC'}, e.id {order}",
         ") x ON TRUE"
         " WHERE w.id = %(wallet)s AND w.owner_id = %(user)s AND w.kind = %(user_kind)s"
-        f" ORDER BY x.id {order}"
+        f" ORDER BY x.id {order}",
     )
 
 
@@ -114,14 +135,14 @@ def entry_page_for_user_wallet(
             kind=bool(kind),
             since=since is not None,
             until=until is not None,
+            limit=limit,
+            offset=offset,
         ),
         {
             "position": Int8(before if before is not None else after or 0),
             "kind": kind,
             "since": since,
             "until": until,
-            "limit": Int8(limit),
-            "offset": Int8(offset),
             "wallet": wallet_id,
             "user": user_id,
             "user_kind": Wallet.Kind.USER.value,

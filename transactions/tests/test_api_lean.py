@@ -113,6 +113,17 @@ def test_an_empty_history_is_an_empty_page(auth_api, user, make_wallet):
     assert body == {"next": None, "previous": None, "results": []}
 
 
+@pytest.mark.parametrize("cursor", ["o=2", "o=1&p={id}", "r=1&o=1&p={id}", "o=99999"])
+def test_a_cursor_with_an_offset_pages_as_drf_does(auth_api, busy_wallet, cursor):
+    # The page query writes LIMIT and OFFSET into its text: a client's offset
+    # (DRF clamps it to 0..1000) must still give DRF's page.
+    middle = Entry.objects.filter(wallet=busy_wallet).order_by("-id")[3].id
+    token = quote(base64.b64encode(cursor.format(id=middle).encode()).decode())
+    for limit in ("", "&limit=2"):
+        url = f"/api/v1/wallets/{busy_wallet.id}/transactions/?cursor={token}{limit}"
+        _same_as_drf(auth_api, url)
+
+
 @pytest.mark.parametrize(
     "cursor", ["p=abc", "p=99999999999999999999999", "p=1.5", "p="]
 )
