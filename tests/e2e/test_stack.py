@@ -167,6 +167,16 @@ def test_sign_up_deposit_transfer_through_nginx(stack, smtp):
     assert Decimal(alice_now["balance"]) == Decimal("749.50")
     assert Decimal(bob_now["balance"]) == Decimal("250.50")
 
+    # History links point back through Nginx, its port included.
+    history = f"/api/v1/wallets/{alice_wallet['id']}/transactions/?limit=1"
+    first = stack.request("GET", history, token=alice["access"]).json()
+    assert [row["amount"] for row in first["results"]] == ["-250.50"]
+    assert first["next"].startswith(f"{stack.url}/api/v1/wallets/")
+    second = stack.request(
+        "GET", first["next"].removeprefix(stack.url), token=alice["access"]
+    ).json()
+    assert [row["amount"] for row in second["results"]] == ["1000.00"]
+
     # One request id from the client to Nginx's log, Django's log and back.
     assert transfer.headers["x-request-id"] == "e2e-transfer-1"
     (django_line,) = [
