@@ -8,6 +8,7 @@ from uuid import UUID
 from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from accounts.models import User
@@ -21,8 +22,13 @@ _system_wallets: dict[tuple[str, str], Wallet] = {}
 
 
 def wallet_list_for_user(*, user: User) -> QuerySet[Wallet]:
-    return Wallet.objects.filter(owner=user, kind=Wallet.Kind.USER).order_by(
-        "created_at"
+    """The user's wallets, oldest first, each with its fee debt read in the same
+    query (`debt_total`, before quantizing; WalletSerializer uses it)."""
+    debt = fee_debt_total_sql(wallet_id_column=f'"{Wallet._meta.db_table}"."id"')
+    return (
+        Wallet.objects.filter(owner=user, kind=Wallet.Kind.USER)
+        .annotate(debt_total=RawSQL(debt, ()))  # noqa: S611 - model names only
+        .order_by("created_at")
     )
 
 

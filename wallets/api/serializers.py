@@ -68,14 +68,20 @@ class WalletSerializer(serializers.ModelSerializer):
 
     def get_debt(self, wallet: Wallet) -> str:
         """Outstanding monthly fee debt, in the wallet's currency."""
-        return money_str(fee_debt_total(wallet=wallet), wallet.currency)
+        return money_str(_debt(wallet), wallet.currency)
 
     def to_representation(self, wallet: Wallet) -> dict:
         # The declared fields document the schema; building the dict directly
         # costs a fraction of DRF's field-by-field walk.
-        return wallet_data(
-            wallet, balance=wallet.balance.amount, debt=fee_debt_total(wallet=wallet)
-        )
+        return wallet_data(wallet, balance=wallet.balance.amount, debt=_debt(wallet))
+
+
+def _debt(wallet: Wallet) -> Decimal:
+    """The debt the wallet was read with (wallet_list_for_user), else a query."""
+    debt = getattr(wallet, "debt_total", None)
+    if debt is None:
+        return fee_debt_total(wallet=wallet)
+    return debt.quantize(quantum(str(wallet.currency)))
 
 
 class WalletCreateSerializer(serializers.Serializer):

@@ -93,3 +93,17 @@ def test_foreign_unknown_system_and_malformed_ids_are_404(
             "detail": "Wallet not found.",
             "code": "wallet_not_found",
         }
+
+
+def test_the_wallet_list_reads_every_debt_in_its_one_query(auth_api, user, make_wallet):
+    make_wallet(owner=user, currency="USD", balance="12.34")
+    make_wallet(owner=user, currency="EUR", balance="0")
+    blocked = _blocked_with_debt(make_wallet, user)
+    with CaptureQueriesContext(connection) as queries:
+        response = auth_api.get("/api/v1/wallets/")
+    assert response.status_code == 200
+    debts = {row["currency"]: row["debt"] for row in response.json()}
+    owed = f"{fee_debt_total(wallet=blocked):.2f}"
+    assert debts == {"USD": "0.00", "EUR": "0.00", "KZT": owed} and owed != "0.00"
+    # The user (JWT) and the wallets with their debts: no query per wallet.
+    assert len(queries) <= 2, [q["sql"] for q in queries.captured_queries]
