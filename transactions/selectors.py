@@ -61,7 +61,7 @@ def _entry_page_sql(
     before, after = _entry_page_sql_around_limit(
         position=position, ascending=ascending, kind=kind, since=since, until=until
     )
-    return f"{before} LIMIT {int(limit):d} OFFSET {int(offset):d}{after}"
+    return f"{before} LIMIT {limit:d} OFFSET {offset:d}{after}"
 
 
 @functools.cache

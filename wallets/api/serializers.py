@@ -79,9 +79,7 @@ class WalletSerializer(serializers.ModelSerializer):
 def _debt(wallet: Wallet) -> Decimal:
     """The debt the wallet was read with (wallet_list_for_user), else a query."""
     debt = getattr(wallet, "debt_total", None)
-    if debt is None:
-        return fee_debt_total(wallet=wallet)
-    return debt.quantize(quantum(str(wallet.currency)))
+    return fee_debt_total(wallet=wallet) if debt is None else debt
 
 
 class WalletCreateSerializer(serializers.Serializer):
