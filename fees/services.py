@@ -37,7 +37,7 @@ from transactions.money import quantum
 from transactions.services import Debit, Leg, ledger_debit_many, ledger_post
 from wallet_project.errors import FeeChargeNotWaivable, RateUnavailable
 from wallets.models import Wallet
-from wallets.selectors import conversion_quote, system_wallet
+from wallets.selectors import RATE_QUANTUM, rate_get, system_wallet
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +61,14 @@ def fee_quote(*, currency: str) -> FeeQuote:
     to even to the minor unit. Raises RateUnavailable without a fresh rate."""
     if currency == settings.FEE_CURRENCY:
         return FeeQuote(settings.FEE_AMOUNT.quantize(quantum(currency)), currency)
-    conversion = conversion_quote(
-        source_currency=settings.FEE_CURRENCY,
-        target_currency=currency,
-        amount=settings.FEE_AMOUNT,
+    # Not conversion_quote: the fee is the house's own charge, so no spread, and it
+    # rounds half to even (a user cannot repeat it to farm the rounding).
+    rate = rate_get(base=settings.FEE_CURRENCY, quote=currency).rate
+    rate = rate.quantize(RATE_QUANTUM)
+    amount = (settings.FEE_AMOUNT * rate).quantize(
+        quantum(currency), rounding=ROUND_HALF_EVEN
     )
-    amount = conversion.amount_out.quantize(quantum(currency), rounding=ROUND_HALF_EVEN)
-    return FeeQuote(amount, currency, conversion.rate)
+    return FeeQuote(amount, currency, rate)
 
 
 @dataclass

@@ -60,7 +60,7 @@ from wallet_project.errors import (
 from wallets.models import Wallet
 from wallets.selectors import (
     CONVERSION_ROUNDING,
-    RATE_QUANTUM,
+    Conversion,
     conversion_quote,
     system_wallet,
     wallet_get_by_number,
@@ -609,23 +609,13 @@ class _Transfer:
             return _ONE_BY_ONE  # a conversion, at the current rate
         if destination.status != Wallet.Status.ACTIVE:
             return _ONE_BY_ONE  # a blocked destination's fee debt is collected
-        money = money_str(amount, source.currency)
-        metadata = {
-            "from_wallet": source.number,
-            "to_wallet": destination.number,
-            "amount": money,
-            "currency": source.currency,
-            "credited_amount": money,
-            "credited_currency": destination.currency,
-            "rate": str(Decimal(1).quantize(RATE_QUANTUM)),
-        }
-        return _Plan(
-            Transaction.Kind.TRANSFER,
-            [(source, -amount), (destination, amount)],
-            self.description,
-            metadata,
-            self.render,
+        conversion = conversion_quote(
+            source_currency=source.currency,
+            target_currency=destination.currency,
+            amount=amount,
         )
+        kind, legs, metadata = transfer_legs(source, destination, conversion)
+        return _Plan(kind, legs, self.description, metadata, self.render)
 
 
 _POSTINGS_LOCK_SQL = """
@@ -1344,12 +1334,11 @@ def transfer_create(
     """Send `amount` (in the source's currency) to any user wallet by number.
 
     Across currencies the amount is converted at the current rate (never a stale
-    or guessed one: RateUnavailable) and rounded half-to-even to the target's
-    minor unit; the legs go through the `fx` system wallet of each currency so
-    each currency balances on its own. Between two wallets of one owner that is
-    an `exchange`, otherwise a `transfer`. A blocked source cannot send
-    (WalletBlocked); a blocked destination receives, which is how it is
-    replenished. Both user wallets change in this one DB transaction, in id
+    or guessed one: RateUnavailable) less FX_SPREAD_BPS, rounded toward zero
+    (`conversion_quote`); see `transfer_legs` for the legs. Between two wallets
+    of one owner that is an `exchange`, otherwise a `transfer`. A blocked source
+    cannot send (WalletBlocked); a blocked destination receives, which is how it
+    is replenished. Both user wallets change in this one DB transaction, in id
     order (ledger_post).
     """
     amount = amount_validate(amount, source.currency)
@@ -1361,22 +1350,50 @@ def transfer_create(
         target_currency=destination.currency,
         amount=amount,
     )
-    credited = conversion.amount_out
+    kind, legs, metadata = transfer_legs(source, destination, conversion)
+    return ledger_post(
+        kind=kind,
+        legs=[Leg(wallet, leg_amount) for wallet, leg_amount in legs],
+        initiator=initiator,
+        description=description,
+        metadata=metadata,
+    )
+
+
+def transfer_legs(
+    source: Wallet, destination: Wallet, conversion: Conversion
+) -> tuple[str, list[tuple[Wallet, Decimal]], dict[str, Any]]:
+    """The kind, legs (in entry order) and metadata of a transfer or exchange:
+    the one builder both the lone path and the group commit use.
+
+    Within one currency: source -> destination. Across currencies each currency
+    balances on its own through its `fx` system wallet, and the spread is a leg
+    of its own to the target currency's `fees` system wallet:
+    source -amount, fx(source) +amount, fx(target) -gross,
+    fees(target) +spread, destination +amount_out.
+    """
+    amount, credited = conversion.amount, conversion.amount_out
     if credited <= 0:
         raise InvalidAmount(
             _("The amount is too small to convert to %(currency)s."),
             currency=destination.currency,
         )
     converted = source.currency != destination.currency
+    target = destination.currency
+    legs: list[tuple[Wallet, Decimal]]
     if converted:
         legs = [
-            Leg(source, -amount),
-            Leg(system_wallet(source.currency, Wallet.SystemCode.FX), amount),
-            Leg(system_wallet(destination.currency, Wallet.SystemCode.FX), -credited),
-            Leg(destination, credited),
+            (source, -amount),
+            (system_wallet(source.currency, Wallet.SystemCode.FX), amount),
+            (system_wallet(target, Wallet.SystemCode.FX), -conversion.gross),
         ]
+        if conversion.spread:
+            legs.append(
+                (system_wallet(target, Wallet.SystemCode.FEES), conversion.spread)
+            )
+        legs.append((destination, credited))
     else:
-        legs = [Leg(source, -amount), Leg(destination, amount)]
+        legs = [(source, -amount), (destination, amount)]
     kind = (
         Transaction.Kind.EXCHANGE
         if converted and source.owner_id == destination.owner_id
@@ -1387,20 +1404,16 @@ def transfer_create(
         "to_wallet": destination.number,
         "amount": money_str(amount, source.currency),
         "currency": source.currency,
-        "credited_amount": money_str(credited, destination.currency),
-        "credited_currency": destination.currency,
+        "credited_amount": money_str(credited, target),
+        "credited_currency": target,
         "rate": str(conversion.rate),
+        "spread_bps": conversion.spread_bps,
+        "spread": money_str(conversion.spread, target),
     }
     if converted:
         metadata["rate_as_of"] = conversion.as_of.isoformat()
         metadata["rounding"] = CONVERSION_ROUNDING
-    return ledger_post(
-        kind=kind,
-        legs=legs,
-        initiator=initiator,
-        description=description,
-        metadata=metadata,
-    )
+    return kind, legs, metadata
 
 
 # --- Many debits in one statement (set-based jobs: the monthly fee run) -------------------

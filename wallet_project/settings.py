@@ -11,6 +11,7 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 from wallet_project.logging import logging_config
 
@@ -245,6 +246,13 @@ MAX_WALLET_BALANCE = Decimal(env.str("MAX_WALLET_BALANCE", default="100000000000
 LEDGER_COALESCE = env.bool("LEDGER_COALESCE", default=True)
 EXCHANGE_RATES_URL = env.str("EXCHANGE_RATES_URL", default="")
 RATE_MAX_AGE = timedelta(seconds=env.int("RATE_MAX_AGE_SECONDS", default=24 * 3600))
+# Every conversion keeps this many basis points of the converted amount (50 = 0.5%),
+# booked to the `fees` system wallet; 0 turns the spread off. With it, no cycle of
+# conversions through the provider's rates (whose round trips can exceed 1 by a
+# hair) can return more than it started with.
+FX_SPREAD_BPS = env.int("FX_SPREAD_BPS", default=50)
+if not 0 <= FX_SPREAD_BPS < 10000:
+    raise ImproperlyConfigured("FX_SPREAD_BPS must be between 0 and 9999.")
 # Rate provider (exchangerate-api v6 "latest": GET {EXCHANGE_RATES_URL}/{BASE}):
 # per-request timeout in seconds, attempts per base currency, first retry delay
 # (doubled each retry), and how often the beat task refreshes.

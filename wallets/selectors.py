@@ -1,7 +1,7 @@
 import functools
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_DOWN, Decimal, localcontext
 from typing import NamedTuple
 from uuid import UUID
 
@@ -135,19 +135,30 @@ def system_wallet(currency: str, code: str) -> Wallet:
 # --- Exchange rates ---------------------------------------------------------------------
 
 RATE_QUANTUM = Decimal("1e-10")  # rates are kept with 10 decimal places
-CONVERSION_ROUNDING = ROUND_HALF_EVEN
+# A converted amount is rounded toward zero, in the house's favour: half-even let a
+# user farm money (7.50 KZT -> 0.02 USD -> 10.00 KZT). The monthly fee's conversion
+# (fees.services.fee_quote) is not a conversion a user can repeat and stays half-even.
+CONVERSION_ROUNDING = ROUND_DOWN
+_BPS = Decimal(10000)
 
 
 @dataclass(frozen=True)
 class Conversion:
-    """`amount` of `source_currency` is `amount_out` of `target_currency` at
-    `rate` (1 source = rate target), rounded half-to-even to the target
-    currency's minor unit; `as_of` is when the rate was fetched."""
+    """`amount` of `source_currency` is `amount_out` of `target_currency`.
+
+    `gross` is amount x `rate` (1 source = rate target) rounded toward zero to the
+    target's minor unit; the house keeps `spread` of it (FX_SPREAD_BPS of the
+    converted amount, plus what rounding `amount_out` toward zero leaves), so
+    `gross == amount_out + spread`. `as_of` is when the rate was fetched.
+    """
 
     source_currency: str
     target_currency: str
     amount: Decimal
     rate: Decimal
+    spread_bps: int
+    gross: Decimal
+    spread: Decimal
     amount_out: Decimal
     as_of: datetime
 
@@ -171,22 +182,45 @@ def rate_get(*, base: str, quote: str, now: datetime | None = None) -> ExchangeR
 def conversion_quote(
     *, source_currency: str, target_currency: str, amount: Decimal
 ) -> Conversion:
-    """Convert `amount` at the current rate (rate 1 within one currency)."""
+    """Convert `amount` at the current rate, less the spread, rounded toward zero.
+
+    Within one currency: rate 1, no spread. The one place a conversion is
+    computed: quotes, transfers and exchanges all come here.
+    """
     if source_currency == target_currency:
-        rate, as_of = Decimal(1).quantize(RATE_QUANTUM), timezone.now()
-    else:
-        stored = rate_get(base=source_currency, quote=target_currency)
-        rate, as_of = stored.rate.quantize(RATE_QUANTUM), stored.fetched_at
-    amount_out = (amount * rate).quantize(
-        quantum(target_currency), rounding=CONVERSION_ROUNDING
-    )
+        rate = Decimal(1).quantize(RATE_QUANTUM)
+        return Conversion(
+            source_currency=source_currency,
+            target_currency=target_currency,
+            amount=amount,
+            rate=rate,
+            spread_bps=0,
+            gross=amount,
+            spread=Decimal(0).quantize(quantum(target_currency)),
+            amount_out=amount,
+            as_of=timezone.now(),
+        )
+    stored = rate_get(base=source_currency, quote=target_currency)
+    rate = stored.rate.quantize(RATE_QUANTUM)
+    spread_bps = settings.FX_SPREAD_BPS
+    unit = quantum(target_currency)
+    # Enough digits for the largest amount times the largest rate, exactly: the
+    # default 28 would round the product (half-even) before our rounding does.
+    with localcontext(prec=80):
+        exact = amount * rate
+        gross = exact.quantize(unit, rounding=CONVERSION_ROUNDING)
+        net = exact * (_BPS - spread_bps) / _BPS
+        amount_out = net.quantize(unit, rounding=CONVERSION_ROUNDING)
     return Conversion(
         source_currency=source_currency,
         target_currency=target_currency,
         amount=amount,
         rate=rate,
+        spread_bps=spread_bps,
+        gross=gross,
+        spread=gross - amount_out,
         amount_out=amount_out,
-        as_of=as_of,
+        as_of=stored.fetched_at,
     )
 
 

@@ -83,7 +83,8 @@ def test_an_exchange_in_from_the_owners_other_wallet_collects_the_debt(
     )
 
     assert posting.transaction.kind == Transaction.Kind.EXCHANGE
-    assert_collected(blocked, "350.00", posting.transaction)  # 50 + 500 - 200
+    # 50 + (500 less the 0.5% spread) - 200
+    assert_collected(blocked, "347.50", posting.transaction)
 
 
 def test_a_paid_topup_collects_the_debt(blocked):

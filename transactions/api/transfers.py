@@ -55,6 +55,18 @@ class TransferResultSerializer(serializers.Serializer):
     rate = serializers.CharField(
         help_text=_("1 `currency` = `rate` `credited_currency` (10 decimal places).")
     )
+    spread_bps = serializers.IntegerField(
+        help_text=_(
+            "The house's spread on a conversion, in basis points of the converted "
+            "amount (FX_SPREAD_BPS); 0 within one currency."
+        )
+    )
+    spread = serializers.CharField(
+        help_text=_(
+            "What the house kept, in `credited_currency`: amount x rate, rounded "
+            "toward zero, minus `credited_amount`."
+        )
+    )
 
 
 def render_transfer(posting: ledger.Posting) -> dict:
@@ -67,6 +79,8 @@ def render_transfer(posting: ledger.Posting) -> dict:
         "credited_amount": metadata["credited_amount"],
         "credited_currency": metadata["credited_currency"],
         "rate": metadata["rate"],
+        "spread_bps": metadata["spread_bps"],
+        "spread": metadata["spread"],
     }
 
 
@@ -75,8 +89,8 @@ class TransferView(LeanMixin, APIView):
         summary="Transfer to any wallet by number, or exchange between your wallets",
         description=(
             "`amount` is in the source wallet's currency. Across currencies it is "
-            "converted at the current rate and rounded half-to-even to the target "
-            "currency's minor unit. Between two of your own wallets in different "
+            "converted at the current rate less the house's spread (`spread_bps`), "
+            "rounded toward zero to the target currency's minor unit. Between two of your own wallets in different "
             "currencies the transaction's kind is `exchange`. A blocked destination "
             "still receives."
         ),
@@ -106,9 +120,11 @@ class TransferView(LeanMixin, APIView):
                     "kind": "exchange",
                     "amount": "100.00",
                     "currency": "USD",
-                    "credited_amount": "50000.00",
+                    "credited_amount": "49750.00",
                     "credited_currency": "KZT",
                     "rate": "500.0000000000",
+                    "spread_bps": 50,
+                    "spread": "250.00",
                 },
                 response_only=True,
             )

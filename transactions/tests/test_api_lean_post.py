@@ -232,6 +232,8 @@ def test_a_transfer_is_served_lean_with_drfs_answer(
             "credited_amount": "12.34",
             "credited_currency": "KZT",
             "rate": "1.0000000000",
+            "spread_bps": 0,
+            "spread": "0.00",
         }
     )
     txn = Transaction.objects.get(pk=lean.json()["transaction_id"])

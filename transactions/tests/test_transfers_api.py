@@ -50,6 +50,8 @@ def test_same_currency_transfer_to_someone_else(auth_api, wallet, make_wallet):
         "credited_amount": "250.50",
         "credited_currency": "KZT",
         "rate": "1.0000000000",
+        "spread_bps": 0,
+        "spread": "0.00",
     }
     assert balance(wallet) == Decimal("749.50")
     assert balance(receiver) == Decimal("250.50")
@@ -73,15 +75,20 @@ def test_cross_currency_transfer_goes_through_the_fx_wallets(
     response = transfer(auth_api, wallet, receiver, "1000.00")
     assert response.status_code == 201
     body = response.json()
-    # 1000 KZT x 0.002 = 2.00 USD; someone else's wallet: a transfer
+    # 1000 KZT x 0.002 = 2.00 USD, less 0.5% = 1.99 USD; someone else's wallet:
+    # a transfer
     assert (body["kind"], body["credited_amount"], body["credited_currency"]) == (
         "transfer",
-        "2.00",
+        "1.99",
         "USD",
     )
-    assert body["rate"] == "0.0020000000"
+    assert (body["rate"], body["spread_bps"], body["spread"]) == (
+        "0.0020000000",
+        50,
+        "0.01",
+    )
     assert balance(wallet) == Decimal("0.00")
-    assert balance(receiver) == Decimal("2.00")
+    assert balance(receiver) == Decimal("1.99")
     txn = Transaction.objects.get(pk=body["transaction_id"])
     legs = sorted(
         (e.wallet.kind, e.wallet.system_code, e.currency, e.amount.amount)
@@ -92,7 +99,8 @@ def test_cross_currency_transfer_goes_through_the_fx_wallets(
             ("user", "", "KZT", Decimal("-1000.00")),
             ("system", "fx", "KZT", Decimal("1000.00")),
             ("system", "fx", "USD", Decimal("-2.00")),
-            ("user", "", "USD", Decimal("2.00")),
+            ("system", "fees", "USD", Decimal("0.01")),
+            ("user", "", "USD", Decimal("1.99")),
         ]
     )
     assert fx_total("KZT") == Decimal("1000.00")
@@ -110,10 +118,10 @@ def test_between_my_own_wallets_in_two_currencies_it_is_an_exchange(
     body = response.json()
     assert body["kind"] == "exchange"
     assert (body["amount"], body["currency"]) == ("100.00", "USD")
-    assert (body["credited_amount"], body["credited_currency"]) == ("50000.00", "KZT")
+    assert (body["credited_amount"], body["credited_currency"]) == ("49750.00", "KZT")
     assert body["rate"] == "500.0000000000"
     assert balance(usd) == Decimal("0.00")
-    assert balance(kzt) == Decimal("50000.00")
+    assert balance(kzt) == Decimal("49750.00")
     txn = Transaction.objects.get(pk=body["transaction_id"])
     rate = ExchangeRate.objects.get(base="USD", quote="KZT")
     assert txn.metadata == {
@@ -121,15 +129,18 @@ def test_between_my_own_wallets_in_two_currencies_it_is_an_exchange(
         "to_wallet": kzt.number,
         "amount": "100.00",
         "currency": "USD",
-        "credited_amount": "50000.00",
+        "credited_amount": "49750.00",
         "credited_currency": "KZT",
         "rate": "500.0000000000",
+        "spread_bps": 50,
+        "spread": "250.00",
         "rate_as_of": rate.fetched_at.isoformat(),
-        "rounding": "ROUND_HALF_EVEN",
+        "rounding": "ROUND_DOWN",
     }
 
 
-def test_conversion_rounds_half_to_even(user, auth_api, make_wallet):
+def test_conversion_rounds_toward_zero(settings, user, auth_api, make_wallet):
+    settings.FX_SPREAD_BPS = 0
     exchange_rate_set(base="KZT", quote="USD", rate=Decimal("0.0025"))
     kzt = make_wallet(owner=user, currency="KZT", balance="100.00")
     usd = make_wallet(owner=user, currency="USD")
@@ -138,10 +149,12 @@ def test_conversion_rounds_half_to_even(user, auth_api, make_wallet):
     assert too_small.status_code == 400
     assert too_small.json()["code"] == "invalid_amount"
     assert "too small to convert" in too_small.json()["detail"]
-    # 3.00 x 0.0025 = 0.0075 -> 0.01 ; 5.00 -> 0.0125 -> 0.01 (half to even)
-    assert transfer(auth_api, kzt, usd, "3.00").json()["credited_amount"] == "0.01"
+    # 3.00 x 0.0025 = 0.0075 -> 0.00 (refused too); 5.00 -> 0.0125 -> 0.01;
+    # 7.00 -> 0.0175 -> 0.01 (toward zero, never up)
+    assert transfer(auth_api, kzt, usd, "3.00").status_code == 400
     assert transfer(auth_api, kzt, usd, "5.00").json()["credited_amount"] == "0.01"
-    assert balance(kzt) == Decimal("92.00")
+    assert transfer(auth_api, kzt, usd, "7.00").json()["credited_amount"] == "0.01"
+    assert balance(kzt) == Decimal("88.00")
     assert balance(usd) == Decimal("0.02")
     assert ledger_reconcile().clean
 
@@ -345,7 +358,7 @@ def test_a_failed_transfer_leaves_its_key_free_for_a_retry(
     exchange_rate_set(base="KZT", quote="USD", rate=Decimal("0.002"))
     retried = auth_api.post(URL, body, format="json", HTTP_IDEMPOTENCY_KEY="retry")
     assert retried.status_code == 201
-    assert retried.json()["credited_amount"] == "1.00"
+    assert retried.json()["credited_amount"] == "0.99"  # 1.00 less the spread
 
 
 def test_without_a_token_it_is_401(api, wallet, make_wallet):
@@ -371,8 +384,9 @@ def test_history_shows_each_side_its_own_leg_and_the_counterparty(
     theirs = client_of(other_user).get("/api/v1/transactions/").json()
     legs = [e for e in theirs["results"] if e["transaction_id"] == txn_id]
     assert len(legs) == 1
-    assert (legs[0]["amount"], legs[0]["currency"]) == ("1500.00", "KZT")
-    assert legs[0]["balance_after"] == "1500.00"
+    # 3 USD x 500 = 1500.00 KZT, less the 0.5% spread
+    assert (legs[0]["amount"], legs[0]["currency"]) == ("1492.50", "KZT")
+    assert legs[0]["balance_after"] == "1492.50"
     assert legs[0]["counterparty"] == sender.number
 
     # the receiver sees the transaction with its own leg only
@@ -393,6 +407,6 @@ def test_an_exchange_shows_both_of_my_legs_in_my_history(
     ]
     assert sorted((e["amount"], e["currency"], e["counterparty"]) for e in legs) == [
         ("-10.00", "USD", eur.number),
-        ("9.00", "EUR", usd.number),
+        ("8.95", "EUR", usd.number),  # 10 x 0.9 less 0.5%
     ]
     assert {e["kind"] for e in legs} == {"exchange"}

@@ -85,6 +85,7 @@ def test_transfers_and_exchanges_conserve_money_per_currency(six_wallets, ops):
         expected.append(posting.balances[wallet.id])
     blocked = [False] * len(wallets)
     fx_expected: dict[str, Decimal] = defaultdict(Decimal)
+    spread_expected: dict[str, Decimal] = defaultdict(Decimal)
 
     for op, i, j, amount in ops:
         if op == "block":
@@ -124,7 +125,8 @@ def test_transfers_and_exchanges_conserve_money_per_currency(six_wallets, ops):
         expected[j] += quote.amount_out
         if source.currency != destination.currency:
             fx_expected[source.currency] += amount
-            fx_expected[destination.currency] -= quote.amount_out
+            fx_expected[destination.currency] -= quote.gross
+            spread_expected[destination.currency] += quote.spread
         same_owner = WALLETS[i][0] == WALLETS[j][0]
         assert posting.transaction.kind == ("exchange" if same_owner else "transfer")
 
@@ -137,8 +139,9 @@ def test_transfers_and_exchanges_conserve_money_per_currency(six_wallets, ops):
         for key in after.keys() | before.keys()
     }
     for currency in CURRENCIES:
-        # what the fx wallet took in and paid out, exactly
+        # what the fx wallet took in and paid out, and the spreads kept, exactly
         assert moved.get(("fx", currency), Decimal(0)) == fx_expected[currency]
+        assert moved.get(("fees", currency), Decimal(0)) == spread_expected[currency]
     # Conservation: in every currency all wallets, users' and system, sum to zero:
     # the users' balances are exactly what the system wallets paid out.
     for currency in CURRENCIES:

@@ -49,8 +49,20 @@ class QuoteQuerySerializer(serializers.Serializer):
 class QuoteSerializer(serializers.Serializer):
     amount = serializers.CharField()
     rate = serializers.CharField(help_text=_("1 `from` = `rate` `to`."))
+    spread_bps = serializers.IntegerField(
+        help_text=_("The house's spread in basis points of the converted amount.")
+    )
+    spread = serializers.CharField(
+        help_text=_(
+            "What the house keeps, in `to`: amount x rate rounded toward zero, "
+            "minus `amount_out`."
+        )
+    )
     amount_out = serializers.CharField(
-        help_text=_("amount x rate, rounded half-to-even to `to`'s minor unit.")
+        help_text=_(
+            "What a transfer of `amount` credits: amount x rate less the spread, "
+            "rounded toward zero to `to`'s minor unit."
+        )
     )
     as_of = serializers.DateTimeField(help_text=_("When the rate was fetched."))
 
@@ -103,6 +115,8 @@ class RateQuoteView(APIView):
                 "to": conversion.target_currency,
                 "amount": money_str(conversion.amount, conversion.source_currency),
                 "rate": str(conversion.rate),
+                "spread_bps": conversion.spread_bps,
+                "spread": money_str(conversion.spread, conversion.target_currency),
                 "amount_out": money_str(
                     conversion.amount_out, conversion.target_currency
                 ),

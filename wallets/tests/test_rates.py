@@ -17,7 +17,7 @@ from wallets.services import exchange_rate_set, exchange_rates_store
 pytestmark = pytest.mark.django_db
 
 
-def test_conversion_multiplies_by_the_rate_in_the_target_minor_unit(rates):
+def test_conversion_multiplies_by_the_rate_less_the_spread(rates):
     conversion = conversion_quote(
         source_currency="USD", target_currency="KZT", amount=Decimal("100.00")
     )
@@ -26,20 +26,24 @@ def test_conversion_multiplies_by_the_rate_in_the_target_minor_unit(rates):
         target_currency="KZT",
         amount=Decimal("100.00"),
         rate=Decimal("500.0000000000"),
-        amount_out=Decimal("50000.00"),
+        spread_bps=50,
+        gross=Decimal("50000.00"),
+        spread=Decimal("250.00"),
+        amount_out=Decimal("49750.00"),
         as_of=conversion.as_of,
     )
     assert str(conversion.rate) == "500.0000000000"
-    assert str(conversion.amount_out) == "50000.00"
+    assert str(conversion.amount_out) == "49750.00"
     assert ExchangeRate.objects.get(base="USD", quote="KZT").fetched_at == (
         conversion.as_of
     )
 
 
-def test_conversion_rounds_half_to_even_to_the_target_minor_unit():
+def test_conversion_rounds_toward_zero_to_the_target_minor_unit(settings):
+    settings.FX_SPREAD_BPS = 0
     exchange_rate_set(base="KZT", quote="USD", rate=Decimal("0.0025"))
-    # 1.00 KZT * 0.0025 = 0.0025 -> 0.00 (half to even); 3.00 -> 0.0075 -> 0.01
-    cases = {"1.00": "0.00", "3.00": "0.01", "5.00": "0.01", "7.00": "0.02"}
+    # 1.00 KZT * 0.0025 = 0.0025 -> 0.00; 3.00 -> 0.0075 -> 0.00 (never up)
+    cases = {"1.00": "0.00", "3.00": "0.00", "5.00": "0.01", "7.00": "0.01"}
     for amount, expected in cases.items():
         conversion = conversion_quote(
             source_currency="KZT", target_currency="USD", amount=Decimal(amount)
@@ -53,6 +57,7 @@ def test_same_currency_converts_at_rate_one_without_any_stored_rate():
     )
     assert conversion.rate == Decimal("1.0000000000")
     assert conversion.amount_out == Decimal("12.34")
+    assert (conversion.spread_bps, conversion.spread) == (0, Decimal("0.00"))
 
 
 def test_no_rate_is_rate_unavailable_never_a_guess():
@@ -79,7 +84,7 @@ def test_a_rate_older_than_rate_max_age_is_unavailable(settings):
     with time_machine.travel(later, tick=False):
         assert conversion_quote(
             source_currency="USD", target_currency="KZT", amount=Decimal("1")
-        ).amount_out == Decimal("500.00")
+        ).gross == Decimal("500.00")
     with time_machine.travel(later + timedelta(minutes=2), tick=False):
         with pytest.raises(RateUnavailable):
             conversion_quote(

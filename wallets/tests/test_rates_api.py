@@ -37,14 +37,17 @@ def test_quote_converts_at_the_current_rate(auth_api, rates):
         "to": "KZT",
         "amount": "100.00",
         "rate": "500.0000000000",
-        "amount_out": "50000.00",
+        "spread_bps": 50,
+        "spread": "250.00",
+        "amount_out": "49750.00",
         "as_of": rate.fetched_at.isoformat().replace("+00:00", "Z"),
     }
 
 
-def test_quote_rounds_half_to_even(auth_api):
+def test_quote_rounds_toward_zero(settings, auth_api):
+    settings.FX_SPREAD_BPS = 0
     exchange_rate_set(base="KZT", quote="USD", rate=Decimal("0.0025"))
-    for amount, expected in (("1", "0.00"), ("3", "0.01"), ("5", "0.01")):
+    for amount, expected in (("1", "0.00"), ("3", "0.00"), ("5", "0.01"), ("7", "0.01")):
         body = auth_api.get(f"/api/v1/rates/quote/?from=KZT&to=USD&amount={amount}")
         assert body.json()["amount_out"] == expected
 
@@ -52,6 +55,7 @@ def test_quote_rounds_half_to_even(auth_api):
 def test_quote_within_one_currency_is_rate_one(auth_api):
     body = auth_api.get("/api/v1/rates/quote/?from=EUR&to=EUR&amount=7.5").json()
     assert (body["rate"], body["amount_out"]) == ("1.0000000000", "7.50")
+    assert (body["spread_bps"], body["spread"]) == (0, "0.00")
 
 
 def test_quote_without_a_rate_is_503(auth_api):
