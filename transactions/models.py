@@ -106,7 +106,9 @@ class IdempotencyKey(models.Model):
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64)
     response_status = models.PositiveSmallIntegerField()
-    response_body = models.JSONField(encoder=DjangoJSONEncoder)
+    # The exact JSON bytes of the first answer (text, not jsonb, which reorders
+    # keys): a replay sends them again byte for byte.
+    response_body = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

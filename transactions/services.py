@@ -57,6 +57,7 @@ from wallet_project.errors import (
     WalletBlocked,
     WalletNotFound,
 )
+from wallet_project.rendering import json_bytes
 from wallets.models import Wallet
 from wallets.selectors import (
     CONVERSION_ROUNDING,
@@ -417,9 +418,16 @@ class IdempotencyRequest:
 
 @dataclass(frozen=True)
 class IdempotentResponse:
+    """A money-moving request's answer: its status and the exact JSON bytes sent,
+    which a replay sends again byte for byte."""
+
     status: int
-    body: Any
+    content: bytes
     replayed: bool = False
+
+    @property
+    def body(self) -> Any:
+        return json.loads(self.content)
 
 
 class _AlreadyDone(Exception):
@@ -437,7 +445,7 @@ def _stored(request: IdempotencyRequest) -> IdempotentResponse | None:
     if record.fingerprint != request.fingerprint:
         raise IdempotencyConflict()
     return IdempotentResponse(
-        record.response_status, record.response_body, replayed=True
+        record.response_status, record.response_body.encode(), replayed=True
     )
 
 
@@ -460,15 +468,15 @@ def idempotency_execute(
     """
     if request is None:
         with transaction.atomic(durable=True):
-            return IdempotentResponse(status, render(action()))
+            return IdempotentResponse(status, json_bytes(render(action())))
     if (done := _stored(request)) is not None:
         return done
     try:
         with transaction.atomic(durable=True):
-            body = render(action())
-            if not _claim(request, status, body):
+            content = json_bytes(render(action()))
+            if not _claim(request, status, content):
                 raise _AlreadyDone
-            return IdempotentResponse(status, body)
+            return IdempotentResponse(status, content)
     except Exception:
         # A twin request with this key may have committed while ours ran: then
         # its answer is ours, whatever our attempt ran into (its withdrawal can
@@ -488,7 +496,7 @@ RETURNING id
 """
 
 
-def _claim(request: IdempotencyRequest, status: int, body: Any) -> bool:
+def _claim(request: IdempotencyRequest, status: int, content: bytes) -> bool:
     """Store the key with its response; False when another request holds it."""
     user_id = _db_uuid(request.user_id)
     with connection.cursor() as cursor:
@@ -499,7 +507,7 @@ def _claim(request: IdempotencyRequest, status: int, body: Any) -> bool:
                 request.key,
                 request.fingerprint,
                 status,
-                json.dumps(body, cls=DjangoJSONEncoder),
+                content.decode(),
                 timezone.now(),
             ],
         )
@@ -659,7 +667,7 @@ k AS (
            (user_id, key, fingerprint, response_status, response_body, created_at)
     SELECT v.user_id, v.key, v.fingerprint, 201, v.body, %(now)s
       FROM unnest(%(key_users)s::uuid[], %(keys)s::varchar[],
-                  %(fingerprints)s::varchar[], %(bodies)s::jsonb[])
+                  %(fingerprints)s::varchar[], %(bodies)s::text[])
            AS v (user_id, key, fingerprint, body)
         ON CONFLICT (user_id, key) DO NOTHING
  RETURNING 1
@@ -828,8 +836,9 @@ class _Rows:
 
     def add(
         self, pending: Pending[Any], plan: _Plan, balances: dict[UUID, Decimal], now
-    ) -> Any:
-        """Add an accepted request's transaction, entries and key; its body."""
+    ) -> bytes:
+        """Add an accepted request's transaction, entries and key; its answer's
+        JSON bytes."""
         txn = Transaction(
             id=uuid.uuid4(),
             kind=plan.kind,
@@ -842,7 +851,9 @@ class _Rows:
         )
         txn._state.adding = False
         txn._state.db = connection.alias
-        body = plan.render(Posting(transaction=txn, entries=[], balances=balances))
+        content = json_bytes(
+            plan.render(Posting(transaction=txn, entries=[], balances=balances))
+        )
         rows = self.columns
         rows["txn_ids"].append(txn.id)
         rows["kinds"].append(plan.kind)
@@ -862,9 +873,9 @@ class _Rows:
             rows["key_users"].append(request.user_id)
             rows["keys"].append(request.key)
             rows["fingerprints"].append(request.fingerprint)
-            rows["bodies"].append(json.dumps(body, cls=DjangoJSONEncoder))
+            rows["bodies"].append(content.decode())
             self.keyed[request.user_id, request.key] = pending
-        return body
+        return content
 
     def post_and_commit(self, now) -> None:
         """The statement and the COMMIT in one round trip (the locks are held for
@@ -933,8 +944,8 @@ def _postings_post_once(todo: list[Pending[Any]]) -> set[Pending[Any]]:
                     one_by_one.add(pending)
                     continue
                 book.balances.update(balances)
-                body = rows.add(pending, plan, balances, now)
-                outcomes.append((pending, IdempotentResponse(201, body), None))
+                content = rows.add(pending, plan, balances, now)
+                outcomes.append((pending, IdempotentResponse(201, content), None))
             if rows.deltas:
                 rows.post_and_commit(now)
     except _GuardFailed as failed:

@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
@@ -14,7 +14,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 
-from transactions.services import IdempotencyRequest
+from transactions.services import IdempotencyRequest, IdempotentResponse
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
@@ -45,12 +45,33 @@ VALIDATION_ERROR = OpenApiResponse(
 )
 
 
+# An amount given as a string: ASCII digits, no leading zeros, an optional
+# fraction; no sign, exponent, spaces, separators or other scripts' digits (all of
+# which Python's Decimal would read, and no other system reads the same way).
+# A JSON number is read as Decimal by the parser (wallet_project.parsers).
+AMOUNT_STRING = re.compile(r"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+
+
 @extend_schema_field(
-    {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$", "example": "100.50"}
+    {
+        "type": "string",
+        "pattern": r"^(0|[1-9][0-9]*)(\.[0-9]{1,2})?$",
+        "example": "100.50",
+    }
 )
 class AmountField(serializers.DecimalField):
-    """A positive amount, given as a JSON string or number, with at most two
-    decimal places. Never rounded: too many digits is an error."""
+    """A positive amount, given as a JSON string (AMOUNT_STRING) or number, with
+    at most two decimal places. Never rounded: too many digits is an error."""
+
+    default_error_messages = {
+        # Here, not set after __init__: DecimalField words its min_value
+        # validator's message from this dict while it is being constructed.
+        "min_value": _("The amount must be greater than zero."),
+        "format": _(
+            'Write the amount as digits with an optional decimal point, e.g. "100.50" '
+            "(no sign, spaces or exponent)."
+        ),
+    }
 
     def __init__(self, **kwargs):
         # Generous on digits so a huge amount is reported as "too large".
@@ -60,7 +81,6 @@ class AmountField(serializers.DecimalField):
         kwargs.setdefault("max_value", settings.MAX_OPERATION_AMOUNT)
         kwargs.setdefault("coerce_to_string", True)
         super().__init__(**kwargs)
-        self.error_messages["min_value"] = _("The amount must be greater than zero.")
 
     def validate_empty_values(self, data):
         # DRF reads a blank JSON string as null where null is allowed (an optional
@@ -73,24 +93,29 @@ class AmountField(serializers.DecimalField):
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, (str, int, Decimal, float)):
             self.fail("invalid")
+        if isinstance(data, str) and not AMOUNT_STRING.fullmatch(data):
+            self.fail("format")
         return super().to_internal_value(data)
 
 
-# What AmountField accepts, in its most common spelling: a string like "100" or
-# "100.50".
-_AMOUNT = re.compile(r"[0-9]{1,13}(?:\.[0-9]{1,2})?")
 _CENT = Decimal("0.01")
 
 
 def well_formed_amount(value: Any) -> Decimal | None:
     """The amount AmountField makes of `value` when `value` is a plain amount
     string AmountField accepts as is, else None (let the serializer decide)."""
-    if not isinstance(value, str) or not _AMOUNT.fullmatch(value):
+    if (
+        not isinstance(value, str)
+        or len(value) > 16
+        or not AMOUNT_STRING.fullmatch(value)
+    ):
         return None
-    amount = Decimal(value).quantize(_CENT)
-    if not _CENT <= amount <= settings.MAX_OPERATION_AMOUNT:
+    amount = Decimal(value)
+    if amount.as_tuple().exponent < -2 or not (  # type: ignore[operator]
+        _CENT <= amount <= settings.MAX_OPERATION_AMOUNT
+    ):
         return None
-    return amount
+    return amount.quantize(_CENT)
 
 
 def idempotency_request(
@@ -118,3 +143,14 @@ def idempotency_request(
             request.method or "", request.path, data
         ),
     )
+
+
+def idempotent_response(result: IdempotentResponse) -> HttpResponse:
+    """The answer of a money-moving POST: its exact stored bytes, and on a replay
+    `Idempotency-Replayed: true` (the IETF draft's and Stripe's convention)."""
+    response = HttpResponse(
+        result.content, status=result.status, content_type="application/json"
+    )
+    if result.replayed:
+        response["Idempotency-Replayed"] = "true"
+    return response

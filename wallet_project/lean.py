@@ -27,19 +27,17 @@ Its queries go through `wallet_project.db.prepared_cursor()` (planned once per
 connection).
 """
 
-import json
 import time
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from uuid import UUID
 
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from rest_framework import HTTP_HEADER_ENCODING
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.settings import api_settings as drf_settings
-from rest_framework.utils.encoders import JSONEncoder
 from rest_framework_simplejwt.authentication import (
     AUTH_HEADER_TYPE_BYTES,
     JWTAuthentication,
@@ -49,6 +47,7 @@ from rest_framework_simplejwt.models import TokenUser
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from wallet_project.parsers import loads_strict
+from wallet_project.rendering import json_bytes
 
 # Accept values that DRF's negotiation resolves to JSONRenderer without an
 # `indent` parameter (DRF reads a missing header as */*).
@@ -172,18 +171,6 @@ def json_body(request: HttpRequest) -> Any | None:
         return None
 
 
-def json_bytes(data: Any) -> bytes:
-    """What DRF's JSONRenderer renders for `data` (compact, UTF-8, strict)."""
-    text = json.dumps(
-        data,
-        cls=JSONEncoder,
-        ensure_ascii=not drf_settings.UNICODE_JSON,
-        allow_nan=not drf_settings.STRICT_JSON,
-        separators=(",", ":") if drf_settings.COMPACT_JSON else (", ", ": "),
-    )
-    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode()
-
-
 def json_response(
     data: Any, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> HttpResponse:
@@ -198,8 +185,7 @@ def json_response(
 # For DRF views: answer a plain authenticated GET with `lean_get()`, a plain JSON
 # POST with `lean_post()`.
 #
-# PostgreSQL only (lean handlers read raw rows, typed by psycopg); on the
-# SQLite of a first run every request takes DRF's path.
+# Lean handlers read raw rows, typed by psycopg.
 #
 # `lean_get(request, user_id, **kwargs)` returns an HttpResponse for the plain
 # successful case, or None to let DRF's full dispatch answer (errors, anything
@@ -226,7 +212,7 @@ class LeanMixin:
         return None
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any):
-        if connection.vendor == "postgresql" and wants_plain_json(request):
+        if wants_plain_json(request):
             if request.method == "GET":
                 response = self._lean_get(request, *args, **kwargs)
             elif request.method == "POST":

@@ -43,6 +43,19 @@ BAD_VALUES = {
     "huge string": HUGE,
     "hex": "0x10",
     "with currency": "10 KZT",
+    # Strings Python's Decimal reads but no other system reads the same way.
+    "full-width digits": "１００",
+    "Arabic-Indic digit": "٥",
+    "underscore": "1_000",
+    "plus sign": "+5",
+    "leading space": " 5",
+    "no-break space": "5\u00a0",
+    "tab": "\t5",
+    "trailing newline": "5\n",
+    "no integer part": ".5",
+    "no fraction digits": "5.",
+    "leading zeros": "00005",
+    "exponent string": "0.1e1",
     "missing": MISSING,
 }
 

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django.http import HttpResponse
 from django.utils.translation import gettext_lazy as _
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema
@@ -25,6 +26,7 @@ from wallet_project.api import (
     AmountField,
     error_response,
     idempotency_request,
+    idempotent_response,
 )
 from wallet_project.errors import TopupNotFound
 from wallets.selectors import wallet_get_for_user
@@ -174,7 +176,7 @@ class WalletTopUpView(ListAPIView):
             422: error_response("Idempotency-Key reused with another request."),
         },
     )
-    def post(self, request: Request, wallet_id: str) -> Response:
+    def post(self, request: Request, wallet_id: str) -> HttpResponse:
         wallet = wallet_get_for_user(user=request.user, wallet_id=wallet_id)
         data = TopUpCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -187,7 +189,7 @@ class WalletTopUpView(ListAPIView):
             render=lambda topup: TopUpSerializer(topup).data,
             status=status.HTTP_201_CREATED,
         )
-        return Response(result.body, status=result.status)
+        return idempotent_response(result)
 
 
 # --- The payment provider's side ------------------------------------------------------

@@ -10,7 +10,6 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
@@ -22,9 +21,10 @@ from wallet_project.api import (
     AmountField,
     error_response,
     idempotency_request,
+    idempotent_response,
     well_formed_amount,
 )
-from wallet_project.lean import LeanMixin, json_response
+from wallet_project.lean import LeanMixin
 
 
 class TransferSerializer(serializers.Serializer):
@@ -130,14 +130,14 @@ class TransferView(LeanMixin, APIView):
             )
         ],
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request) -> HttpResponse:
         data = _parse_well_formed(request.data)
         if data is None:
             serializer = TransferSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
         result = _transfer(request.user, data, idempotency_request(request))
-        return Response(result.body, status=result.status)
+        return idempotent_response(result)
 
     def lean_post(
         self, request: HttpRequest, user: User, data: Any
@@ -149,7 +149,7 @@ class TransferView(LeanMixin, APIView):
             return None
         key = idempotency_request(request, user_id=user.pk, data=data)
         result = _transfer(user, fields, key)
-        return json_response(result.body, status=result.status)
+        return idempotent_response(result)
 
 
 def _transfer(

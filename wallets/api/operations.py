@@ -7,7 +7,6 @@ from uuid import UUID
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
@@ -18,10 +17,11 @@ from wallet_project.api import (
     IDEMPOTENCY_HEADER,
     error_response,
     idempotency_request,
+    idempotent_response,
     well_formed_amount,
 )
 from wallet_project.errors import WalletNotFound
-from wallet_project.lean import LeanMixin, json_response
+from wallet_project.lean import LeanMixin
 from wallets import selectors
 from wallets.api.serializers import (
     OPERATION_TYPES,
@@ -49,7 +49,7 @@ class WalletOperationView(LeanMixin, APIView):
             422: error_response("Idempotency-Key reused with another request."),
         },
     )
-    def post(self, request: Request, wallet_id: str) -> Response:
+    def post(self, request: Request, wallet_id: str) -> HttpResponse:
         try:
             wallet_uuid = UUID(wallet_id)
         except ValueError:
@@ -68,7 +68,7 @@ class WalletOperationView(LeanMixin, APIView):
         result = _operate(
             request.user, wallet_uuid, *parsed, idempotency_request(request)
         )
-        return Response(result.body, status=result.status)
+        return idempotent_response(result)
 
     def lean_post(
         self, request: HttpRequest, user: User, data: Any, wallet_id: str
@@ -84,7 +84,7 @@ class WalletOperationView(LeanMixin, APIView):
             return None
         key = idempotency_request(request, user_id=user.pk, data=data)
         result = _operate(user, wallet_uuid, *parsed, key)
-        return json_response(result.body, status=result.status)
+        return idempotent_response(result)
 
 
 def _operate(

@@ -47,7 +47,12 @@ def test_quote_converts_at_the_current_rate(auth_api, rates):
 def test_quote_rounds_toward_zero(settings, auth_api):
     settings.FX_SPREAD_BPS = 0
     exchange_rate_set(base="KZT", quote="USD", rate=Decimal("0.0025"))
-    for amount, expected in (("1", "0.00"), ("3", "0.00"), ("5", "0.01"), ("7", "0.01")):
+    for amount, expected in (
+        ("1", "0.00"),
+        ("3", "0.00"),
+        ("5", "0.01"),
+        ("7", "0.01"),
+    ):
         body = auth_api.get(f"/api/v1/rates/quote/?from=KZT&to=USD&amount={amount}")
         assert body.json()["amount_out"] == expected
 
