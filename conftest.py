@@ -16,7 +16,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 from accounts.tests.factories import UserFactory
-from transactions import services as ledger
+from transactions import ledger
 from wallets.models import Wallet
 from wallets.services import wallet_create
 

@@ -32,9 +32,9 @@ from djmoney.money import Money
 
 from accounts.models import User
 from fees.models import FeeCharge
+from transactions.ledger import Debit, Leg, ledger_debit_many, ledger_post
 from transactions.models import Transaction
 from transactions.money import quantum
-from transactions.services import Debit, Leg, ledger_debit_many, ledger_post
 from wallet_project.errors import FeeChargeNotWaivable, RateUnavailable
 from wallets.models import Wallet
 from wallets.selectors import RATE_QUANTUM, rate_get, system_wallet

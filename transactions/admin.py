@@ -21,7 +21,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
-from transactions import services as ledger
+from transactions import ledger
 from transactions.models import Entry, TopUp, Transaction
 from wallet_project.admin_forms import ServiceOnlyAdmin, reason_action
 from wallet_project.errors import DomainError

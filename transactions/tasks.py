@@ -1,9 +1,9 @@
 from celery import shared_task
 
-from transactions import services
+from transactions import ledger
 
 
 @shared_task
 def topups_expire() -> int:
     """Expire pending top-ups older than TOPUP_TTL (beat: every few minutes)."""
-    return services.topup_expire_stale()
+    return ledger.topup_expire_stale()

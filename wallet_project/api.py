@@ -14,7 +14,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 
-from transactions.services import IdempotencyRequest, IdempotentResponse
+from transactions.ledger import IdempotencyRequest, IdempotentResponse
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 

@@ -240,7 +240,7 @@ CURRENCY_DECIMAL_PLACES = 2
 MAX_OPERATION_AMOUNT = Decimal(env.str("MAX_OPERATION_AMOUNT", default="1000000000.00"))
 # A user wallet's balance may not grow past this (well inside NUMERIC(20, 2)).
 MAX_WALLET_BALANCE = Decimal(env.str("MAX_WALLET_BALANCE", default="1000000000000.00"))
-# Group commit (transactions.services.wallet_operation): DEPOSIT/WITHDRAW requests
+# Group commit (transactions.ledger.wallet_operation): DEPOSIT/WITHDRAW requests
 # that arrive while another is being posted share its next DB transaction (one row
 # lock and one COMMIT for many operations, each checked and answered on its own).
 LEDGER_COALESCE = env.bool("LEDGER_COALESCE", default=True)

@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from transactions import services as ledger
+from transactions import ledger
 from wallet_project.admin_forms import AdjustmentForm, ReasonForm, reason_action
 from wallet_project.errors import DomainError
 from wallets import services

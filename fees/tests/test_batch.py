@@ -13,10 +13,10 @@ from conftest import run_in_threads
 from fees import services
 from fees.models import FeeCharge
 from fees.services import FEE_BLOCK_REASON, FeeRunSummary, fee_charge_due
-from transactions import services as ledger
+from transactions import ledger
+from transactions.ledger import Debit, ledger_debit_many
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
-from transactions.services import Debit, ledger_debit_many
 from wallet_project.errors import InsufficientFunds, WalletBlocked
 from wallets.models import Wallet
 from wallets.selectors import system_wallet

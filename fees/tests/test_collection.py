@@ -9,7 +9,7 @@ from django.utils import timezone
 from fees.models import FeeCharge
 from fees.selectors import fee_debt_total
 from fees.services import FEE_BLOCK_REASON, fee_charge_due
-from transactions import services as ledger
+from transactions import ledger
 from transactions.models import Transaction
 from transactions.selectors import ledger_reconcile
 from wallet_project.errors import WalletBlocked

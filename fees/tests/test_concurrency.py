@@ -12,7 +12,7 @@ from django.utils import timezone
 from conftest import run_in_threads
 from fees.models import FeeCharge
 from fees.services import fee_charge_due
-from transactions import services as ledger
+from transactions import ledger
 from transactions.models import Transaction
 from transactions.selectors import ledger_reconcile
 from wallet_project.errors import InsufficientFunds, WalletBlocked

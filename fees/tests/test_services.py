@@ -16,7 +16,7 @@ from fees.services import (
     fee_charge_waive,
     fee_debt_collect,
 )
-from transactions import services as ledger
+from transactions import ledger
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
 from wallet_project.errors import FeeChargeNotWaivable, WalletBlocked

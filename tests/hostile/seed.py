@@ -19,7 +19,7 @@ _SCRIPT = """
 import json
 from decimal import Decimal
 from accounts.models import User
-from transactions import services as ledger
+from transactions import ledger
 from wallets.services import exchange_rates_store, wallet_create
 
 spec = json.loads({spec!r})

@@ -11,8 +11,8 @@ from decimal import Decimal
 
 import pytest
 
+from transactions.ledger import topup_create
 from transactions.models import Entry, IdempotencyKey, TopUp, Transaction
-from transactions.services import topup_create
 from wallets.models import Wallet
 
 pytestmark = pytest.mark.hostile

@@ -437,7 +437,7 @@ from datetime import timedelta
 from decimal import Decimal
 from django.utils import timezone
 from accounts.models import User
-from transactions import services as ledger
+from transactions import ledger
 from wallets.services import wallet_create
 past = timezone.now() - timedelta(days=31)
 for i in range({count}):

@@ -18,7 +18,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.tests.factories import PASSWORD, UserFactory
 from fees.services import fee_charge_due
-from transactions.services import topup_create, transfer_create
+from transactions.ledger import topup_create, transfer_create
 from wallets.models import Wallet
 
 pytestmark = pytest.mark.hostile

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsServiceAccount
-from transactions import services as ledger
+from transactions import ledger
 from transactions.models import TopUp
 from transactions.money import money_str
 from wallet_project.api import (

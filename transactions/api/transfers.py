@@ -13,9 +13,9 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from accounts.models import User
-from transactions import services as ledger
+from transactions import ledger
+from transactions.ledger import IdempotencyRequest, IdempotentResponse
 from transactions.models import Transaction
-from transactions.services import IdempotencyRequest, IdempotentResponse
 from wallet_project.api import (
     IDEMPOTENCY_HEADER,
     AmountField,

@@ -8,7 +8,7 @@ from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
 from accounts.tests.operators import FINANCE, SUPPORT, admin_client, operator
-from transactions import services as ledger
+from transactions import ledger
 from transactions.models import Transaction
 from transactions.selectors import ledger_reconcile
 from wallets.models import Wallet

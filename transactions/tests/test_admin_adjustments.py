@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from accounts.tests.operators import FINANCE, operator
-from transactions import services as ledger
+from transactions import ledger
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
 from wallet_project.errors import InsufficientFunds, InvalidAmount, WalletNotFound
@@ -59,10 +59,15 @@ class TestRequest:
         assert not Transaction.objects.filter(kind="adjustment").exists()
 
     def test_a_reason_is_mandatory(self, wallet, alice):
-        with pytest.raises(InvalidAmount, match="reason"):
+        """Its own code, not a neighbour's (it used to say invalid_amount)."""
+        with pytest.raises(ledger.ReasonRequired) as error:
             ledger.adjustment_request(
                 wallet=wallet, amount=Decimal("1"), reason="   ", requested_by=alice
             )
+        assert (error.value.code, error.value.detail) == (
+            "reason_required",
+            "A reason is required.",
+        )
 
     def test_a_debit_larger_than_the_balance_is_refused_up_front(self, wallet, alice):
         with pytest.raises(InsufficientFunds):

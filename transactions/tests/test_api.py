@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from transactions import services as ledger
+from transactions import ledger
 
 pytestmark = pytest.mark.django_db
 

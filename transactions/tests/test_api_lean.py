@@ -13,7 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.renderers import JSONRenderer
 
-from transactions import services as ledger
+from transactions import ledger
 from transactions.api.serializers import EntrySerializer
 from transactions.models import Entry
 

@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import client_for, run_in_threads
-from transactions import services as ledger
+from transactions import ledger
 from transactions.batching import Coalescer
+from transactions.ledger import group_commit
 from transactions.models import Entry, IdempotencyKey, Transaction
 from transactions.selectors import ledger_reconcile
 from wallet_project.errors import InsufficientFunds, WalletBlocked
@@ -212,7 +213,7 @@ def test_a_key_stored_while_its_batch_formed_rolls_the_batch_back(
     answers with the stored response)."""
     wallet = make_wallet(balance="10.00")
     first = _operate(wallet, "WITHDRAW", Decimal("4.00"), key="taken")
-    stored = ledger._stored
+    stored = group_commit._stored
     missed: list = []
 
     def miss_once(request):  # the check before the batch misses the key
@@ -221,7 +222,7 @@ def test_a_key_stored_while_its_batch_formed_rolls_the_batch_back(
             return None
         return stored(request)
 
-    monkeypatch.setattr(ledger, "_stored", miss_once)
+    monkeypatch.setattr(group_commit, "_stored", miss_once)
     again = _operate(wallet, "WITHDRAW", Decimal("4.00"), key="taken")
     assert missed
     assert again.replayed and again.body == first.body

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from conftest import client_for, run_in_threads
-from transactions import services as ledger
+from transactions import ledger
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
 from wallet_project.errors import InsufficientFunds

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, event, given, settings, target
 from hypothesis import strategies as st
 
 from accounts.tests.factories import UserFactory
-from transactions import services as ledger
+from transactions import ledger
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
 from wallet_project.errors import InvalidAmount

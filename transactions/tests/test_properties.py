@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transactions import services as ledger
+from transactions import ledger
 from transactions.models import Entry
 from transactions.selectors import ledger_reconcile
 from wallet_project.errors import InsufficientFunds, WalletBlocked

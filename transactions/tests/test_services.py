@@ -3,7 +3,7 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 
-from transactions import services as ledger
+from transactions import ledger
 from transactions.models import Entry, IdempotencyKey, Transaction
 from transactions.selectors import ledger_reconcile
 from wallet_project.errors import (

@@ -13,7 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from conftest import client_for
-from transactions import services as ledger
+from transactions import ledger
 from transactions.models import Entry, TopUp, Transaction
 from transactions.selectors import ledger_reconcile
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.tests.factories import UserFactory
-from transactions import services as ledger
+from transactions import ledger
 from transactions.models import TopUp
 from transactions.selectors import ledger_reconcile
 from wallet_project.errors import (

@@ -7,7 +7,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from djmoney.money import Money
 
-from transactions import services as ledger
+from transactions import ledger
 from transactions.models import Entry, Transaction
 from wallets.models import Wallet
 from wallets.selectors import system_wallet

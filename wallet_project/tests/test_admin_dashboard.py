@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 from accounts.tests.operators import SUPPORT, admin_client, operator
-from transactions import services as ledger
+from transactions import ledger
 from wallets.services import wallet_block
 
 pytestmark = pytest.mark.django_db

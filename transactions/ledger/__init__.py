@@ -1,0 +1,87 @@
+"""The ledger: the ONLY code that moves money. Its public API is this module;
+everything else in the package is private.
+
+- Rules (rules.py), stated once: what an amount may be (`amount_validate`) and
+  when a leg on a user wallet is refused and why (`leg_refusal`; the same rule
+  in SQL guards the writer's UPDATE).
+- One writer (writer.py) of balances, transactions, entries and idempotency
+  keys: lock the user wallets in id order, check every leg by the rule, write
+  everything in one statement. A lone posting (`ledger_post`), a group-commit
+  batch (group_commit.py) and the fee run's set-based debits
+  (`ledger_debit_many`) all go through it.
+- One builder per kind of posting, used by every path: cash in/out
+  (`cash_legs`), transfers and exchanges (`transfer_legs`), top-ups,
+  adjustments; the fee's legs are built by the fees app from `Leg`s.
+
+Every balance change has its entries in the same DB transaction; every posted
+transaction sums to zero per currency (also checked by a deferred trigger at
+commit); entries are never updated or deleted.
+"""
+
+from transactions.ledger.adjustments import (
+    AdjustmentSameOperator,
+    ReasonRequired,
+    adjustment_approve,
+    adjustment_reject,
+    adjustment_request,
+)
+from transactions.ledger.cash import cash_legs, wallet_deposit, wallet_withdraw
+from transactions.ledger.group_commit import transfer_execute, wallet_operation
+from transactions.ledger.idempotency import (
+    IdempotencyRequest,
+    IdempotentResponse,
+    idempotency_execute,
+)
+from transactions.ledger.posting import (
+    Debit,
+    Debited,
+    TransactionNotPending,
+    credit_to_blocked_hook_register,
+    ledger_debit_many,
+    ledger_post,
+)
+from transactions.ledger.rules import amount_validate, leg_refusal
+from transactions.ledger.topups import (
+    TOPUP_DECISIONS,
+    topup_commission,
+    topup_create,
+    topup_decide,
+    topup_expire_stale,
+    topup_is_stale,
+)
+from transactions.ledger.transfers import transfer_create, transfer_legs
+from transactions.ledger.writer import Leg, Posting
+
+__all__ = [
+    "TOPUP_DECISIONS",
+    "AdjustmentSameOperator",
+    "Debit",
+    "Debited",
+    "IdempotencyRequest",
+    "IdempotentResponse",
+    "Leg",
+    "Posting",
+    "ReasonRequired",
+    "TransactionNotPending",
+    "adjustment_approve",
+    "adjustment_reject",
+    "adjustment_request",
+    "amount_validate",
+    "cash_legs",
+    "credit_to_blocked_hook_register",
+    "idempotency_execute",
+    "ledger_debit_many",
+    "ledger_post",
+    "leg_refusal",
+    "topup_commission",
+    "topup_create",
+    "topup_decide",
+    "topup_expire_stale",
+    "topup_is_stale",
+    "transfer_create",
+    "transfer_execute",
+    "transfer_legs",
+    "wallet_deposit",
+    "wallet_operation",
+    "wallet_withdraw",
+]

@@ -1,0 +1,310 @@
+"""The one writer of balances, transactions, entries (and idempotency keys).
+
+Every path that moves money comes here: a lone posting (`ledger_post`), a
+group-commit batch, the fee run's set-based debits. Each does the same three
+steps, in one DB transaction:
+
+1. `Book.lock`: lock every user wallet involved with one
+   `SELECT ... ORDER BY id FOR UPDATE` (id order: two writers never wait on each
+   other in a cycle) and read its balance and status;
+2. `Book.apply`: check each posting's legs with the one rule
+   (`rules.leg_refusal`) against the balances the previous postings left, in
+   id order and credits first (so a commission can come out of the money that
+   arrives with it); a refused posting changes nothing;
+3. `Writes.execute`: ONE statement adds each wallet's net change by a
+   conditional UPDATE that carries the same rule (`rules.GUARD_SQL`), inserts
+   the transactions, their entries (with `balance_after`) and the idempotency
+   keys, and checks that every wallet moved and every key was claimed, or
+   divides by zero, which rolls the whole statement back. A batch sends it
+   together with its COMMIT (one round trip).
+
+What protects a balance: the row lock held from step 1 to the COMMIT, the
+Python rule in step 2, the UPDATE's own condition in step 3, and the database's
+CHECK (balance >= 0) and deferred trigger (each transaction sums to zero per
+currency). System wallets are never updated: their balance is the sum of their
+entries.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import DataError, connection
+
+from transactions.ledger.rules import GUARD_SQL, leg_refusal
+from transactions.models import Transaction
+from wallet_project.db import execute_and_commit, prepared_fetchall, prepared_fetchone
+from wallet_project.errors import DomainError, InvalidAmount
+from wallets.models import Wallet
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One side of a posting: a signed amount on a wallet, in its currency.
+
+    `allow_blocked` lets a debit take money from a blocked wallet: only the fee
+    and an operator's adjustment use it.
+    """
+
+    wallet: Wallet
+    amount: Decimal
+    allow_blocked: bool = False
+
+
+@dataclass
+class Posting:
+    transaction: Transaction
+    # Each user wallet's balance once everything in this DB transaction is done.
+    balances: dict[UUID, Decimal] = field(default_factory=dict)
+
+
+def legs_check_balanced(legs: Sequence[Leg]) -> None:
+    """Every leg non-zero and each currency summing to zero (a programming
+    error otherwise; the database's trigger would refuse it at commit too)."""
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for leg in legs:
+        if leg.amount == 0:
+            raise InvalidAmount()
+        totals[leg.wallet.currency] += leg.amount
+    if not legs or any(total != 0 for total in totals.values()):
+        raise ValueError(f"unbalanced posting: {dict(totals)}")
+
+
+_LOCK_SQL = """
+SELECT {columns} FROM wallets_wallet
+ WHERE kind = 'user' AND (id = ANY(%s::uuid[]) OR number = ANY(%s::varchar[]))
+ ORDER BY id
+   FOR UPDATE
+"""
+
+
+@functools.cache
+def _lock_sql() -> str:
+    columns = ", ".join(f.column for f in Wallet._meta.concrete_fields)
+    return _LOCK_SQL.format(columns=columns)
+
+
+@dataclass
+class Book:
+    """The locked user wallets and their balances as the postings go."""
+
+    by_id: dict[UUID, Wallet]
+    by_number: dict[str, Wallet]
+    balances: dict[UUID, Decimal]
+
+    @classmethod
+    def lock(cls, *, ids: Iterable[UUID] = (), numbers: Iterable[str] = ()) -> Book:
+        rows = prepared_fetchall(_lock_sql(), [sorted(set(ids)), sorted(set(numbers))])
+        wallets = [Wallet.from_db(connection.alias, None, row) for row in rows]
+        return cls(
+            by_id={w.id: w for w in wallets},
+            by_number={w.number: w for w in wallets},
+            balances={w.id: w.balance.amount for w in wallets},
+        )
+
+    def apply(self, legs: Sequence[Leg]) -> list[Decimal | None]:
+        """Check `legs` and move the book's balances; each leg's balance_after
+        (None on system wallets).
+
+        Each wallet's legs apply in id order, credits first; a refused leg (by
+        the one rule) refuses the posting, and the error raised is that of the
+        first refused leg in the posting's own order (the source before the
+        destination), whatever the wallets' ids. The book is then as it was.
+        """
+        balances: dict[UUID, Decimal] = {}
+        after: list[Decimal | None] = [None] * len(legs)
+        refused: dict[int, DomainError] = {}
+        stopped: set[UUID] = set()
+        user = [i for i, leg in enumerate(legs) if leg.wallet.kind == Wallet.Kind.USER]
+        for i in sorted(user, key=lambda i: (legs[i].wallet.id, -legs[i].amount)):
+            leg = legs[i]
+            if leg.wallet.id in stopped:
+                continue
+            wallet = self.by_id.get(leg.wallet.id)
+            balance = balances.get(leg.wallet.id, self.balances.get(leg.wallet.id))
+            refusal = leg_refusal(
+                found=wallet is not None,
+                balance=balance or Decimal(0),
+                status=wallet.status if wallet is not None else "",
+                amount=leg.amount,
+                allow_blocked=leg.allow_blocked,
+            )
+            if refusal is not None:
+                refused[i] = refusal
+                stopped.add(leg.wallet.id)
+                continue
+            assert balance is not None
+            balances[leg.wallet.id] = after[i] = balance + leg.amount
+        if refused:
+            raise refused[min(refused)]
+        self.balances.update(balances)
+        return after
+
+    def status(self, wallet_id: UUID) -> str:
+        return self.by_id[wallet_id].status
+
+
+_WRITE_SQL = """
+WITH d AS (
+    SELECT *
+      FROM unnest(%(wallet_ids)s::uuid[], %(deltas)s::numeric[],
+                  %(allow_blocked)s::boolean[]) AS d (id, delta, allow_blocked)
+),
+w AS (
+    UPDATE wallets_wallet AS w
+       SET balance = w.balance + d.delta, updated_at = %(now)s
+      FROM d
+     WHERE w.id = d.id AND w.kind = 'user' AND {guard}
+ RETURNING w.id
+),
+t AS (
+    INSERT INTO transactions_transaction
+           (id, kind, status, initiator_id, description, created_at, posted_at,
+            metadata)
+    SELECT v.id, v.kind, 'posted', v.initiator_id, v.description, %(now)s, %(now)s,
+           v.metadata
+      FROM unnest(%(txn_ids)s::uuid[], %(kinds)s::varchar[], %(initiators)s::uuid[],
+                  %(descriptions)s::varchar[], %(metadata)s::jsonb[])
+           AS v (id, kind, initiator_id, description, metadata)
+),
+e AS (
+    INSERT INTO transactions_entry
+           (transaction_id, wallet_id, currency, amount, balance_after, created_at)
+    SELECT v.transaction_id, v.wallet_id, v.currency, v.amount, v.balance_after,
+           %(now)s
+      FROM unnest(%(entry_txns)s::uuid[], %(entry_wallets)s::uuid[],
+                  %(entry_currencies)s::varchar[], %(entry_amounts)s::numeric[],
+                  %(entry_balances)s::numeric[]) WITH ORDINALITY
+           AS v (transaction_id, wallet_id, currency, amount, balance_after, n)
+     ORDER BY v.n
+),
+k AS (
+    INSERT INTO transactions_idempotencykey
+           (user_id, key, fingerprint, response_status, response_body, created_at)
+    SELECT v.user_id, v.key, v.fingerprint, 201, v.body, %(now)s
+      FROM unnest(%(key_users)s::uuid[], %(keys)s::varchar[],
+                  %(fingerprints)s::varchar[], %(bodies)s::text[])
+           AS v (user_id, key, fingerprint, body)
+        ON CONFLICT (user_id, key) DO NOTHING
+ RETURNING 1
+)
+SELECT 1 / CASE WHEN (SELECT count(*) FROM w) = %(wallet_count)s
+                   AND (SELECT count(*) FROM k) = %(key_count)s THEN 1 ELSE 0 END
+"""
+_WRITE_SQL = _WRITE_SQL.replace("{guard}", GUARD_SQL)
+# The last line is the statement's guard: a batch sends it together with its
+# COMMIT, so whatever it finds must abort the transaction by itself. Every wallet
+# updated (its UPDATE's condition held) and every idempotency key claimed, or a
+# division by zero (the one division here) rolls the whole statement back.
+
+_COLUMNS = (
+    "txn_ids",
+    "kinds",
+    "initiators",
+    "descriptions",
+    "metadata",
+    "entry_txns",
+    "entry_wallets",
+    "entry_currencies",
+    "entry_amounts",
+    "entry_balances",
+    "key_users",
+    "keys",
+    "fingerprints",
+    "bodies",
+)
+
+
+class GuardFailed(Exception):
+    """The statement's guard rolled it back: a wallet did not move (its rule
+    refused what the caller's check accepted) or a key was already taken."""
+
+    def __init__(self, keys: list[tuple[UUID, str]]) -> None:
+        super().__init__("ledger write: guard failed")
+        self.keys = keys
+
+
+@dataclass
+class Writes:
+    """What one statement writes: the user wallets' net changes, the
+    transactions, their entries and the idempotency keys."""
+
+    now: Any
+    columns: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    deltas: dict[UUID, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    allow_blocked: dict[UUID, bool] = field(default_factory=dict)
+    keys: list[tuple[UUID, str]] = field(default_factory=list)
+
+    def add(
+        self,
+        txn: Transaction,
+        legs: Sequence[Leg],
+        balance_after: Sequence[Decimal | None],
+        *,
+        insert_transaction: bool = True,
+    ) -> None:
+        """`txn` (POSTED, its id set) with one entry per leg, in leg order.
+        Without `insert_transaction` the row exists already (a claimed pending
+        transaction) and only its entries are written."""
+        rows = self.columns
+        if insert_transaction:
+            rows["txn_ids"].append(txn.id)
+            rows["kinds"].append(txn.kind)
+            rows["initiators"].append(txn.initiator_id)
+            rows["descriptions"].append(txn.description)
+            rows["metadata"].append(json.dumps(txn.metadata, cls=DjangoJSONEncoder))
+        for leg, after in zip(legs, balance_after, strict=True):
+            wallet = leg.wallet
+            rows["entry_txns"].append(txn.id)
+            rows["entry_wallets"].append(wallet.id)
+            rows["entry_currencies"].append(wallet.currency)
+            rows["entry_amounts"].append(leg.amount)
+            rows["entry_balances"].append(after)
+            if wallet.kind == Wallet.Kind.USER:
+                self.deltas[wallet.id] += leg.amount
+                allowed = leg.amount > 0 or leg.allow_blocked
+                self.allow_blocked[wallet.id] = (
+                    self.allow_blocked.get(wallet.id, True) and allowed
+                )
+
+    def add_key(self, user_id: UUID, key: str, fingerprint: str, body: bytes) -> None:
+        """Claim an idempotency key with its answer in the same statement."""
+        self.columns["key_users"].append(user_id)
+        self.columns["keys"].append(key)
+        self.columns["fingerprints"].append(fingerprint)
+        self.columns["bodies"].append(body.decode())
+        self.keys.append((user_id, key))
+
+    def execute(self, *, commit: bool = False) -> None:
+        """The statement (prepared); with `commit`, together with the COMMIT
+        of the outermost atomic block, in one round trip. GuardFailed if its
+        guard rolled it back."""
+        params: dict[str, Any] = {name: self.columns[name] for name in _COLUMNS}
+        params.update(
+            now=self.now,
+            wallet_ids=list(self.deltas),
+            deltas=list(self.deltas.values()),
+            allow_blocked=[self.allow_blocked[w] for w in self.deltas],
+            max_balance=settings.MAX_WALLET_BALANCE,
+            wallet_count=len(self.deltas),
+            key_count=len(self.keys),
+        )
+        try:
+            if commit:
+                execute_and_commit(_WRITE_SQL, params)
+            else:
+                prepared_fetchone(_WRITE_SQL, params)
+        except DataError as exc:
+            if isinstance(exc.__cause__, psycopg.errors.DivisionByZero):
+                raise GuardFailed(self.keys) from exc
+            raise
