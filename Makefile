@@ -1,5 +1,7 @@
-# Wallet: `make run` starts everything on the embedded default (SQLite + a
-# filesystem Celery broker); `make test` runs the whole suite on PostgreSQL + Redis.
+# Wallet: `make run` starts everything on the embedded default (a real PostgreSQL
+# from a pip wheel, its data in var/postgres, and a filesystem Celery broker; with
+# DATABASE_URL set, that server instead); `make test` runs the whole suite on
+# PostgreSQL + Redis.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +16,7 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	SECRET_KEY=test-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz \
 	DEBUG=false ALLOWED_HOSTS=testserver,localhost,127.0.0.1 EMAIL_URL=consolemail://
 
-.PHONY: install run test e2e hostile audit lint format typecheck messages clean bench
+.PHONY: install run serve test e2e hostile audit lint format typecheck messages clean bench
 
 install: $(VENV)/.installed
 
@@ -24,8 +26,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# wallet_project/embedded.py starts PostgreSQL (initdb on the first run only), runs
+# `make serve` against it and stops the server when that ends (Ctrl-C included).
 run: install
 	@mkdir -p var
+	@DEBUG=$${DEBUG:-true} $(BIN)/python -m wallet_project.embedded -- \
+		$(MAKE) --no-print-directory serve
+
+# What `make run` runs once its database is up: migrations, then web, worker and
+# beat (honcho + Procfile).
+serve:
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
 	@echo
 	@echo "  Wallet is starting on http://$(HOST):$(PORT)"
@@ -59,9 +69,12 @@ hostile: install
 audit: install
 	$(BIN)/pip-audit --strict --progress-spinner off -r requirements.txt
 
+# lint-imports holds the layers (accounts -> wallets -> transactions -> fees -> API
+# modules) and forbids import cycles: the contracts are in pyproject.toml.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -88,5 +101,9 @@ messages: install
 	DEBUG=true $(BIN)/python manage.py makemessages -l ru --no-location
 	DEBUG=true $(BIN)/python manage.py compilemessages
 
+# Deletes the embedded database too (not while `make run` is running).
 clean:
-	rm -rf var/celery var/db.sqlite3
+	@! { test -f var/postgres/postmaster.pid && \
+		kill -0 "$$(head -1 var/postgres/postmaster.pid)" 2>/dev/null; } || \
+		{ echo "The embedded PostgreSQL is running (var/postgres): stop make run first."; exit 1; }
+	rm -rf var/celery var/postgres var/postgres.initdb var/postgres.log

@@ -18,7 +18,7 @@ from accounts.models import User
 from accounts.tests.factories import UserFactory
 from transactions import ledger
 from wallets.models import Wallet
-from wallets.services import wallet_create
+from wallets.services import system_wallets_ensure, wallet_create
 
 
 def pytest_sessionstart(session):
@@ -54,13 +54,28 @@ def pytest_sessionstart(session):
         )
 
 
+_DB_FIXTURES = ("db", "transactional_db", "django_db_reset_sequences", "live_server")
+
+
 @pytest.fixture(autouse=True)
-def _forget_system_wallets():
-    """transaction=True tests truncate every table, system wallets included; the
-    per-process cache of them must not outlive that."""
+def _system_wallets(request):
+    """Every test that uses the database starts with the system wallets, none of
+    them cached from before.
+
+    A transaction=True test ends with a flush of every table, system wallets
+    included (pytest-django runs Django's TransactionTestCase teardown); the
+    flush sends post_migrate, whose handler (wallets.apps) creates them again,
+    unless the test sets available_apps or serialized_rollback. So this fixture
+    makes sure of them (one query when they are there), and forgets the
+    per-process cache, whose rows the flush replaced."""
     from wallets import selectors
 
     selectors._system_wallets.clear()
+    if request.node.get_closest_marker("django_db") or any(
+        name in request.fixturenames for name in _DB_FIXTURES
+    ):
+        request.getfixturevalue("db")  # transactional_db too, when it is asked for
+        system_wallets_ensure(currencies=settings.WALLET_CURRENCIES)
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,9 @@ import time
 
 from django.conf import settings
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.settings import api_settings
 
 from accounts.models import User
@@ -42,6 +44,18 @@ class CachedJWTAuthentication(JWTAuthentication):
             {f.attname: getattr(user, f.attname) for f in User._meta.concrete_fields},
         )
         return user
+
+
+class OptionalJWTAuthentication(CachedJWTAuthentication):
+    """The caller of a valid access token, else anonymous (never a 401): for a
+    public endpoint that acts on a caller it knows (logout) but must not be
+    stopped by a stale or expired Authorization header."""
+
+    def authenticate(self, request):
+        try:
+            return super().authenticate(request)
+        except (InvalidToken, AuthenticationFailed):
+            return None
 
 
 class CachedJWTScheme(SimpleJWTScheme):

@@ -5,6 +5,9 @@
   adjust wallets (change_wallet; an adjustment also needs a second operator),
   decide top-ups, waive fee charges, edit exchange rates.
 
+Both see the dashboard (`DASHBOARD_PERMISSION`, a permission of no model's own:
+roles_ensure creates it); a staff user in neither group sees no figures at all.
+
 Neither group may change users (that would let an operator grant themselves
 superuser status): deactivating users and managing operators stays with
 superusers. The groups are built from Django's own view_/change_/add_
@@ -13,10 +16,19 @@ permissions by a post_migrate receiver, so a fresh database has them after
 """
 
 from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
 from django.db.models import Q
 
 SUPPORT = "support"
 FINANCE = "finance"
+
+# The back-office dashboard (wallet_project/admin_site.py): balances, fees and
+# volume of the whole house. Hung on the wallet model's content type.
+DASHBOARD_PERMISSION = "wallets.view_dashboard"
+# Permissions that are no model's default ones: (app_label, model) -> codename, name.
+_EXTRA_PERMISSIONS = {
+    ("wallets", "wallet"): [("view_dashboard", "Can view the back-office dashboard")],
+}
 
 _VIEWED = {
     "accounts": ["user"],
@@ -43,6 +55,7 @@ def _codenames() -> dict[str, dict[str, list[str]]]:
     support = {
         app: [f"view_{model}" for model in models] for app, models in _VIEWED.items()
     }
+    support["wallets"].append("view_dashboard")
     finance = {app: list(codenames) for app, codenames in support.items()}
     for app, codenames in _FINANCE_EXTRA.items():
         finance.setdefault(app, []).extend(codenames)
@@ -62,6 +75,14 @@ def roles_ensure(*, using: str = "default") -> None:
     Idempotent; a model whose app has not been migrated yet gets its permission
     granted on a later call (the receiver runs after every app's migration).
     """
+    for (app_label, model), permissions in _EXTRA_PERMISSIONS.items():
+        content_type, _created = ContentType.objects.db_manager(using).get_or_create(
+            app_label=app_label, model=model
+        )
+        for codename, name in permissions:
+            Permission.objects.using(using).get_or_create(
+                content_type=content_type, codename=codename, defaults={"name": name}
+            )
     for name, by_app in _codenames().items():
         group, _created = Group.objects.using(using).get_or_create(name=name)
         group.permissions.add(*_permissions(by_app, using))

@@ -2,13 +2,12 @@
 
 Every flow that needs proof of an email address uses one mechanism, the
 `VerificationSession`: a 6-digit code from `secrets`, stored as an HMAC-SHA256
-keyed with SECRET_KEY, compared in constant time, valid VERIFICATION_CODE_TTL,
-used once, dead after VERIFICATION_CODE_MAX_ATTEMPTS wrong tries. The code is
-mailed by a Celery task scheduled on commit.
+keyed with SECRET_KEY, compared in constant time (accounts.codes), valid
+VERIFICATION_CODE_TTL, used once, dead after VERIFICATION_CODE_MAX_ATTEMPTS wrong
+tries. The code is mailed by a Celery task scheduled on commit (accounts.tasks,
+which sends accounts.emails).
 """
 
-import hashlib
-import hmac
 import math
 import secrets
 import uuid
@@ -25,46 +24,43 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
-from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
-from django.template.loader import select_template
-from django.utils import timezone, translation
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import (
     BlacklistedToken,
     OutstandingToken,
 )
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from accounts.codes import code_hash, code_matches, code_new, session_usable_or_error
 from accounts.models import User, VerificationSession, normalize_email
 from accounts.selectors import (
     user_email_taken,
     user_find_for_login,
     user_phone_number_taken,
 )
+from accounts.tasks import verification_code_send
 from wallet_project.errors import (
     AccountInactive,
     AccountLocked,
-    CodeExpired,
     CodeInvalid,
     CodeUsed,
-    DomainError,
     EmailTaken,
     InvalidCredentials,
     PhoneNumberTaken,
+    RefreshTokenNotYours,
     RefreshTokenRevoked,
     ResendTooSoon,
     VerificationSessionDead,
     VerificationSessionNotFound,
 )
-from wallets.models import Wallet
-from wallets.services import wallet_create
 
 T = TypeVar("T")
 Purpose = VerificationSession.Purpose
+SignupHook = Callable[[User], object]
 
-CODE_DIGITS = 6
-SIGNUP_WALLET_CURRENCY = "KZT"
 EMAIL_TAKEN = _("A user with this email already exists.")
 PHONE_NUMBER_TAKEN = _("A user with this phone number already exists.")
 WRONG_PASSWORD = _("The current password is wrong.")
@@ -73,6 +69,9 @@ WRONG_PASSWORD = _("The current password is wrong.")
 # as a wrong password (no account enumeration by timing).
 _DUMMY_PASSWORD_HASH = make_password(secrets.token_urlsafe(16))
 _UNSET: Any = object()
+# What else a new user is given, in the sign-up's DB transaction: the higher
+# layers register it in their AppConfig.ready (wallets: the first wallet).
+_signup_hooks: list[SignupHook] = []
 
 
 @dataclass(frozen=True)
@@ -84,33 +83,15 @@ class TokenPair:
 @dataclass(frozen=True)
 class SignupResult:
     user: User
-    wallets: list[Wallet]
     tokens: TokenPair
 
 
-# --- Verification codes (the one mechanism) ---------------------------------------------
-
-
-def _code_new() -> str:
-    return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
-
-
-def _code_hash(*, session_id: uuid.UUID, code: str) -> str:
-    message = f"{session_id}:{code}".encode()
-    return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()
-
-
-def _code_matches(*, session: VerificationSession, code: str) -> bool:
-    return hmac.compare_digest(
-        _code_hash(session_id=session.id, code=code), session.code_hash
-    )
+# --- Verification sessions (the one mechanism) -----------------------------------------
 
 
 def _code_email_schedule(
     *, session: VerificationSession, code: str, language: str
 ) -> None:
-    from accounts.tasks import verification_code_send
-
     args = (str(session.id), code, language)
     # The code travels to the worker as an argument; keep it out of logs.
     masked = repr((str(session.id), "******", language))
@@ -143,8 +124,8 @@ def _session_open(
         expires_at=now + settings.VERIFICATION_CODE_TTL,
         resend_available_at=now + settings.VERIFICATION_RESEND_INTERVAL,
     )
-    code = _code_new() if deliverable else secrets.token_hex(32)
-    session.code_hash = _code_hash(session_id=session.id, code=code)
+    code = code_new() if deliverable else secrets.token_hex(32)
+    session.code_hash = code_hash(session_id=session.id, code=code)
     session.save(force_insert=True)
     if deliverable:
         _code_email_schedule(session=session, code=code, language=language)
@@ -165,18 +146,6 @@ def _session_locked(
     return session
 
 
-def _session_usable_or_error(
-    *, session: VerificationSession, now: datetime
-) -> DomainError | None:
-    if session.used_at is not None:
-        return CodeUsed()
-    if session.attempts >= settings.VERIFICATION_CODE_MAX_ATTEMPTS:
-        return VerificationSessionDead()
-    if now >= session.expires_at:
-        return CodeExpired()
-    return None
-
-
 def _session_redeem(
     *,
     session_id: uuid.UUID | str,
@@ -194,8 +163,8 @@ def _session_redeem(
     now = timezone.now()
     with transaction.atomic(durable=True):
         session = _session_locked(session_id=session_id, purpose=purpose, user=user)
-        error = _session_usable_or_error(session=session, now=now)
-        if error is None and not _code_matches(session=session, code=code):
+        error = session_usable_or_error(session=session, now=now)
+        if error is None and not code_matches(session=session, code=code):
             session.attempts += 1
             session.save(update_fields=["attempts"])
             error = CodeInvalid(
@@ -224,8 +193,8 @@ def verification_code_resend(
         if now < session.resend_available_at:
             wait = (session.resend_available_at - now).total_seconds()
             raise ResendTooSoon(retry_after=math.ceil(wait))
-        code = _code_new()
-        session.code_hash = _code_hash(session_id=session.id, code=code)
+        code = code_new()
+        session.code_hash = code_hash(session_id=session.id, code=code)
         session.expires_at = now + settings.VERIFICATION_CODE_TTL
         session.resend_available_at = now + settings.VERIFICATION_RESEND_INTERVAL
         session.save(update_fields=["code_hash", "expires_at", "resend_available_at"])
@@ -233,46 +202,14 @@ def verification_code_resend(
     return session
 
 
-def verification_email_send(
-    *, session_id: uuid.UUID | str, code: str, language: str
-) -> bool:
-    """Mail `code` to the session's address in `language` (plain text and HTML).
-    Skips (returns False) a code that can no longer be used: the session is gone,
-    used, dead, expired, or a resend replaced the code."""
-    session = VerificationSession.objects.filter(pk=session_id).first()
-    if (
-        session is None
-        or _session_usable_or_error(session=session, now=timezone.now())
-        or not _code_matches(session=session, code=code)
-    ):
-        return False
-    language = translation.get_supported_language_variant(language or "en")
-    context = {
-        "code": code,
-        "purpose": session.purpose,
-        "email": session.email,
-        "minutes": int(settings.VERIFICATION_CODE_TTL.total_seconds() // 60),
-    }
-    with translation.override(language):
-
-        def render(name: str) -> str:
-            template = select_template(
-                [f"emails/{language}/{name}", f"emails/en/{name}"]
-            )
-            return template.render(context)
-
-        subject = " ".join(render("verification_code_subject.txt").split())
-        message = EmailMultiAlternatives(
-            subject=subject,
-            body=render("verification_code.txt"),
-            to=[session.email],
-        )
-        message.attach_alternative(render("verification_code.html"), "text/html")
-    message.send()
-    return True
-
-
 # --- Sign-up -----------------------------------------------------------------------------
+
+
+def signup_hook_register(hook: SignupHook) -> None:
+    """Call `hook(user)` for every new user, inside the sign-up's DB transaction
+    (an error in it rolls the sign-up back and the code stays usable)."""
+    if hook not in _signup_hooks:
+        _signup_hooks.append(hook)
 
 
 def _password_validate(*, password: str, user: User, field: str = "password") -> None:
@@ -344,13 +281,14 @@ def _user_from_signup(session: VerificationSession) -> SignupResult:
             user.save(force_insert=True)
     except IntegrityError as exc:  # a concurrent sign-up won the race
         raise (PhoneNumberTaken() if "phone" in str(exc) else EmailTaken()) from None
-    wallet = wallet_create(owner=user, currency=SIGNUP_WALLET_CURRENCY)
-    return SignupResult(user=user, wallets=[wallet], tokens=_tokens_for(user))
+    for hook in _signup_hooks:
+        hook(user)
+    return SignupResult(user=user, tokens=_tokens_for(user))
 
 
 def signup_confirm(*, session_id: uuid.UUID | str, code: str) -> SignupResult:
-    """Create the user and their KZT wallet, in one DB transaction with the use
-    of the code, and log them in."""
+    """Create the user and what the sign-up hooks give them (their KZT wallet),
+    in one DB transaction with the use of the code, and log them in."""
     return _session_redeem(
         session_id=session_id,
         purpose=Purpose.SIGNUP,
@@ -453,8 +391,17 @@ def refresh_token_rotate(*, token: RefreshToken) -> TokenPair:
         return _tokens_for(user)
 
 
-def refresh_token_revoke(*, token: RefreshToken) -> None:
-    """Log out: the refresh token can no longer be used."""
+def refresh_token_revoke(*, token: RefreshToken, user: User | None = None) -> None:
+    """Log out: the refresh token can no longer be used.
+
+    The token is its holder's credential. A caller known by an access token
+    (`user`) may only end their own sessions: another account's token is
+    RefreshTokenNotYours and stays valid.
+    """
+    if user is not None and str(token.get(jwt_settings.USER_ID_CLAIM)) != str(
+        getattr(user, jwt_settings.USER_ID_FIELD)
+    ):
+        raise RefreshTokenNotYours()
     with transaction.atomic():
         BlacklistedToken.objects.get_or_create(token=_outstanding_locked(token))
 

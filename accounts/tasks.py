@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from accounts import services
+from accounts.emails import verification_email_send
 
 
 @shared_task(
@@ -11,6 +11,4 @@ from accounts import services
 )
 def verification_code_send(session_id: str, code: str, language: str) -> bool:
     """Mail a verification code (scheduled on commit by the service that made it)."""
-    return services.verification_email_send(
-        session_id=session_id, code=code, language=language
-    )
+    return verification_email_send(session_id=session_id, code=code, language=language)

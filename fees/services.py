@@ -34,9 +34,9 @@ from accounts.models import User
 from fees.models import FeeCharge
 from transactions.ledger import Debit, Leg, ledger_debit_many, ledger_post
 from transactions.models import Transaction
-from transactions.money import quantum
 from wallet_project.errors import FeeChargeNotWaivable, RateUnavailable
 from wallets.models import Wallet
+from wallets.money import quantum
 from wallets.selectors import RATE_QUANTUM, rate_get, system_wallet
 
 logger = logging.getLogger(__name__)
@@ -103,6 +103,27 @@ class FeeRunSummary:
         }
 
 
+def fee_posting_text(
+    *,
+    period_start: datetime,
+    amount: Decimal,
+    currency: str,
+    rate: Decimal | None,
+    collected_debt: bool,
+) -> tuple[str, dict[str, Any]]:
+    """The description and metadata of one period's `fee` transaction: the one
+    builder for a fee paid in the run (set-based) and a debt collected later."""
+    return f"Monthly fee from {period_start:%Y-%m-%d}", {
+        "fee_period_start": period_start.isoformat(),
+        "fee_amount": str(settings.FEE_AMOUNT),
+        "fee_currency": settings.FEE_CURRENCY,
+        "amount": str(amount),
+        "currency": currency,
+        "rate": None if rate is None else str(rate),
+        "collected_debt": collected_debt,
+    }
+
+
 @dataclass
 class _Settlement:
     balance: Decimal
@@ -123,22 +144,21 @@ def _settle(
         if result.outstanding or amount > result.balance:
             result.outstanding.append(charge)
             continue
+        description, metadata = fee_posting_text(
+            period_start=charge.period_start,
+            amount=amount,
+            currency=wallet.currency,
+            rate=charge.rate,
+            collected_debt=charge.pk is not None,
+        )
         posting = ledger_post(
             kind=Transaction.Kind.FEE,
             legs=[
                 Leg(wallet, -amount, allow_blocked=True),
                 Leg(fees_wallet, amount),
             ],
-            description=f"Monthly fee from {charge.period_start:%Y-%m-%d}",
-            metadata={
-                "fee_period_start": charge.period_start.isoformat(),
-                "fee_amount": str(settings.FEE_AMOUNT),
-                "fee_currency": settings.FEE_CURRENCY,
-                "amount": str(amount),
-                "currency": wallet.currency,
-                "rate": None if charge.rate is None else str(charge.rate),
-                "collected_debt": charge.pk is not None,
-            },
+            description=description,
+            metadata=metadata,
         )
         result.balance = posting.balances[wallet.id]
         charge.status = FeeCharge.Status.PAID
@@ -512,21 +532,20 @@ def _pay(payers: list[_Due], unusual: list[UUID]) -> list[tuple[_Due, UUID]]:
     debits = []
     for due_now in payers:
         quote = due_now.quote
+        description, metadata = fee_posting_text(
+            period_start=due_now.period_start,
+            amount=quote.amount,
+            currency=quote.currency,
+            rate=quote.rate,
+            collected_debt=False,
+        )
         debits.append(
             Debit(
                 wallet_id=due_now.wallet_id,
                 amount=quote.amount,
                 counterpart=system_wallet(quote.currency, Wallet.SystemCode.FEES),
-                description=f"Monthly fee from {due_now.period_start:%Y-%m-%d}",
-                metadata={
-                    "fee_period_start": due_now.period_start.isoformat(),
-                    "fee_amount": str(settings.FEE_AMOUNT),
-                    "fee_currency": settings.FEE_CURRENCY,
-                    "amount": str(quote.amount),
-                    "currency": quote.currency,
-                    "rate": None if quote.rate is None else str(quote.rate),
-                    "collected_debt": False,
-                },
+                description=description,
+                metadata=metadata,
             )
         )
     moved = ledger_debit_many(

@@ -18,15 +18,6 @@ from wallet_project.errors import NotFound
 from wallets.models import Wallet
 
 
-def entry_list_for_wallet(*, wallet: Wallet) -> QuerySet[Entry]:
-    """One wallet's legs, newest first (keyset-paginated by id)."""
-    return (
-        Entry.objects.filter(wallet=wallet)
-        .select_related("transaction")
-        .order_by("-id")
-    )
-
-
 class EntryRow(NamedTuple):
     """One leg as its wallet's owner sees it (`counterparty`: the other wallet's
     number from the transaction's metadata, or None)."""

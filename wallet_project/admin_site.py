@@ -18,6 +18,7 @@ from decimal import Decimal
 from django.apps import apps
 from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest
@@ -26,8 +27,10 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from accounts.roles import DASHBOARD_PERMISSION
 from transactions.models import Entry, Transaction
 from wallets.models import Wallet
+from wallets.money import quantum
 
 CHART_DAYS = 30
 
@@ -44,7 +47,17 @@ class WalletAdminSite(admin.AdminSite):
             *super().get_urls(),
         ]
 
+    def each_context(self, request: HttpRequest) -> dict:
+        context = super().each_context(request)
+        # Every page links to the dashboard, for those who may see it.
+        context["dashboard_allowed"] = request.user.has_perm(DASHBOARD_PERMISSION)
+        return context
+
     def dashboard(self, request: HttpRequest) -> TemplateResponse:
+        # Staff status only opens the admin's door; the house's figures need the
+        # support role (or the permission granted on its own), like every page.
+        if not request.user.has_perm(DASHBOARD_PERMISSION):
+            raise PermissionDenied
         context = {
             **self.each_context(request),
             "title": _("Dashboard"),
@@ -113,6 +126,7 @@ def dashboard_data(now: datetime | None = None) -> dict:
         "month_start": month_start,
         "totals": totals,
         "blocked_wallets": sum(row["blocked"] for row in totals),
+        "fx_position": house_fx_position(currencies),
         "pending_adjustments": Transaction.objects.filter(
             kind=Transaction.Kind.ADJUSTMENT, status=Transaction.Status.PENDING
         ).count(),
@@ -121,6 +135,34 @@ def dashboard_data(now: datetime | None = None) -> dict:
         **_rates(now),
         "charts": volume_charts(now=now, currencies=currencies),
     }
+
+
+def house_fx_position(currencies: list[str]) -> list[dict]:
+    """Per currency, what the house holds through conversions: the balances of
+    the `fx` and `fees` system wallets (each the sum of its entries: system
+    wallets keep no balance column) and their total. The fx wallet of a
+    currency is the other side of every exchange in or out of it; fees holds
+    the spread and the monthly fees. One grouped query over those wallets'
+    entries (their (wallet, id) index)."""
+    codes = [Wallet.SystemCode.FX, Wallet.SystemCode.FEES]
+    sums = {
+        (row["currency"], row["wallet__system_code"]): row["total"]
+        for row in Entry.objects.filter(
+            wallet__kind=Wallet.Kind.SYSTEM, wallet__system_code__in=codes
+        )
+        .values("currency", "wallet__system_code")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    }
+    position = []
+    for currency in currencies:
+        zero = Decimal(0).quantize(quantum(currency))
+        fx = sums.get((currency, Wallet.SystemCode.FX)) or zero
+        fees = sums.get((currency, Wallet.SystemCode.FEES)) or zero
+        position.append(
+            {"currency": currency, "fx": fx, "fees": fees, "total": fx + fees}
+        )
+    return position
 
 
 def _topups() -> dict:

@@ -15,7 +15,6 @@ placeholders and parameters whose types do not vary (wrap ints in
 types). The queries go through Django's cursor wrapper: database errors are
 Django's, and execute wrappers and the query log see them like any other (the
 log has no SQL text for them: Django reads it from psycopg's client-side query).
-Off psycopg 3 (the SQLite of a first run) they run on Django's ordinary cursor.
 """
 
 from collections.abc import Mapping, Sequence
@@ -50,8 +49,6 @@ def _cursor() -> CursorWrapper:
     connection.ensure_connection()
     with connection.wrap_database_errors:
         raw = connection.connection
-        if not isinstance(raw, psycopg.Connection):
-            return connection.cursor()
         cursor = _cursors.get(raw)
         if cursor is None or cursor.closed:
             if raw.prepare_threshold is None:
@@ -86,9 +83,6 @@ def execute_and_commit(sql: str, params: Sequence[Any] | Mapping[str, Any]) -> N
     error (the block then rolls back), like an error at COMMIT."""
     cursor = _cursor()
     raw = connection.connection
-    if not isinstance(raw, psycopg.Connection):  # SQLite: the block commits
-        cursor.execute(sql, params)
-        return
     with connection.wrap_database_errors, raw.pipeline():
         cursor.execute(sql, params)
         raw.commit()

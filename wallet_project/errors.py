@@ -10,7 +10,7 @@ import sys
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
@@ -89,6 +89,14 @@ class IdempotencyConflict(DomainError):
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
     code = "idempotency_key_reused"
     message = _("This Idempotency-Key was already used with a different request.")
+
+
+class InvalidInput(DomainError):
+    """A value the database refused (django.db.DataError: out of range, not of
+    its type) that validation let through: still the client's input, so a 400."""
+
+    code = "invalid_input"
+    message = _("A value in the request is out of range or not valid.")
 
 
 class NotFound(DomainError):
@@ -191,6 +199,11 @@ class RefreshTokenRevoked(DomainError):
     message = _("Token is blacklisted")
 
 
+class RefreshTokenNotYours(DomainError):
+    code = "token_not_yours"
+    message = _("This refresh token belongs to another account.")
+
+
 class AccountInactive(DomainError):
     status_code = status.HTTP_401_UNAUTHORIZED
     code = "no_active_account"
@@ -238,6 +251,15 @@ def exception_handler(exc, context):
             _unavailable_body(),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "1"},
+        )
+    elif isinstance(exc, DataError):
+        # Validation should have caught it: one line to find that gap by, no
+        # traceback, and the client's 400.
+        logger.warning("the database refused a value: %s", str(exc).splitlines()[0])
+        refused = InvalidInput()
+        return Response(
+            {"detail": refused.detail, "code": refused.code},
+            status=refused.status_code,
         )
     elif isinstance(exc, DatabaseError):
         return None  # a bug: let Django log it and answer 500 (JSON, below)

@@ -225,12 +225,14 @@ class LeanMixin:
         return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
 
     def _lean_get(self, request: HttpRequest, *args: Any, **kwargs: Any):
+        if not self._lean_allowed():
+            return None
         user_id = bearer_user_id(request)
         if user_id is None:
             return None
         try:
             response = self.lean_get(request, user_id, **kwargs)
-        except (OperationalError, InterfaceError) as exc:
+        except Exception as exc:  # answered as DRF answers it (a DataError: 400)
             return self._drf_error_response(request, exc, *args, **kwargs)
         if response is not None:
             # What DRF sets: the access log reads request.user.
@@ -238,7 +240,7 @@ class LeanMixin:
         return response
 
     def _lean_post(self, request: HttpRequest, *args: Any, **kwargs: Any):
-        if not self._lean_post_allowed():
+        if not self._lean_allowed():
             return None
         data = json_body(request)
         if data is None:
@@ -260,7 +262,7 @@ class LeanMixin:
         except Exception as exc:
             return self._drf_error_response(request, exc, *args, **kwargs)
 
-    def _lean_post_allowed(self) -> bool:
+    def _lean_allowed(self) -> bool:
         authentication = self.authentication_classes  # type: ignore[attr-defined]
         return (
             len(authentication) == 1

@@ -1,8 +1,10 @@
 """Wallet settings: everything comes from the environment (see .env.example).
 
-Without DATABASE_URL the project runs on a SQLite file under var/ (the embedded
-default for a first run); without REDIS_URL Celery uses a filesystem broker under
-var/ and the cache is local memory. Tests and production use PostgreSQL and Redis.
+PostgreSQL only. Without DATABASE_URL, development (DEBUG=true) uses the embedded
+server that `make run` starts under var/postgres (wallet_project/embedded.py), and
+production refuses to start; without REDIS_URL Celery uses a filesystem broker
+under var/ and the cache is local memory. Tests and production use PostgreSQL and
+Redis.
 """
 
 from datetime import timedelta
@@ -13,6 +15,7 @@ import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
+from wallet_project import embedded
 from wallet_project.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -88,33 +91,45 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------
-DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
-}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Several processes (web, worker, beat) share the file: wait for locks and
-    # take the write lock at BEGIN so concurrent writers queue instead of failing.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
-else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
-    # A persistent connection is checked before a request reuses it. With the pool
-    # (DATABASE_POOL) that check is one more round trip on every request (about 5%
-    # of a cheap request's CPU under load, make bench), so there it is off by default:
-    # a pooled connection that died while idle (a database restart) fails the one
-    # request that gets it with 503 + Retry-After and is then dropped by the pool.
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool(
-        "DATABASE_HEALTH_CHECKS", default=not env.bool("DATABASE_POOL", default=False)
+# PostgreSQL only. Without DATABASE_URL, DEBUG=true means the embedded server of
+# `make run` (its socket in EMBEDDED_POSTGRES_DIR), so `manage.py` in another
+# terminal finds it; production must name its database, never silently get another.
+# (A private name: Django's debug page would show a setting named DATABASE_URL,
+# password included.)
+_database_url = env.str("DATABASE_URL", default="")
+if not _database_url:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "Set the DATABASE_URL environment variable (postgres://...); only "
+            "DEBUG=true defaults to the embedded server of `make run`."
+        )
+    _database_url = embedded.database_url(
+        embedded.resolve_data_dir(env.str("EMBEDDED_POSTGRES_DIR", default=""))
     )
-    DATABASES["default"].setdefault("OPTIONS", {})
-    DATABASES["default"]["OPTIONS"]["connect_timeout"] = env.int(
-        "DATABASE_CONNECT_TIMEOUT", default=5
+DATABASES = {"default": env.db_url_config(_database_url)}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured(
+        "DATABASE_URL must be a PostgreSQL URL (postgres://...)."
     )
-    if env.bool("DATABASE_POOL", default=False):
-        DATABASES["default"]["OPTIONS"]["pool"] = {
-            "min_size": env.int("DATABASE_POOL_MIN", default=2),
-            "max_size": env.int("DATABASE_POOL_MAX", default=20),
-            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
-        }
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+# A persistent connection is checked before a request reuses it. With the pool
+# (DATABASE_POOL) that check is one more round trip on every request (about 5%
+# of a cheap request's CPU under load, make bench), so there it is off by default:
+# a pooled connection that died while idle (a database restart) fails the one
+# request that gets it with 503 + Retry-After and is then dropped by the pool.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool(
+    "DATABASE_HEALTH_CHECKS", default=not env.bool("DATABASE_POOL", default=False)
+)
+DATABASES["default"].setdefault("OPTIONS", {})
+DATABASES["default"]["OPTIONS"]["connect_timeout"] = env.int(
+    "DATABASE_CONNECT_TIMEOUT", default=5
+)
+if env.bool("DATABASE_POOL", default=False):
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN", default=2),
+        "max_size": env.int("DATABASE_POOL_MAX", default=20),
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and Celery ---------------------------------------------------------------

@@ -1,35 +1,27 @@
+"""Wallet reads. Read-only: nothing here writes, the system wallets included
+(they are created by migrate, wallets.apps). A wallet read with its fee debt is
+the fees app's (fees.selectors), a layer above this one."""
+
 import functools
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal, localcontext
-from typing import NamedTuple
 from uuid import UUID
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.db.models import QuerySet
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from accounts.models import User
-from fees.selectors import fee_debt_total_sql
-from transactions.money import quantum
-from wallet_project.db import prepared_fetchone
 from wallet_project.errors import RateUnavailable, WalletNotFound
 from wallets.models import ExchangeRate, Wallet
+from wallets.money import quantum
 
+# (currency, code) -> the system wallet; cleared by the test suite's fixture when
+# a transaction=True test's flush has replaced the rows.
 _system_wallets: dict[tuple[str, str], Wallet] = {}
-
-
-def wallet_list_for_user(*, user: User) -> QuerySet[Wallet]:
-    """The user's wallets, oldest first, each with its fee debt read in the same
-    query (`debt_total`, before quantizing; WalletSerializer uses it)."""
-    debt = fee_debt_total_sql(wallet_id_column=f'"{Wallet._meta.db_table}"."id"')
-    return (
-        Wallet.objects.filter(owner=user, kind=Wallet.Kind.USER)
-        .annotate(debt_total=RawSQL(debt, ()))  # noqa: S611 - model names only
-        .order_by("created_at")
-    )
 
 
 @functools.cache
@@ -64,51 +56,6 @@ def wallet_get_for_user(*, user: User, wallet_id: UUID | str) -> Wallet:
     return wallet
 
 
-class WalletDetail(NamedTuple):
-    """A user wallet as its owner sees it, with its outstanding fee debt."""
-
-    id: UUID
-    number: str
-    name: str
-    currency: str
-    balance: Decimal
-    status: str
-    blocked_reason: str
-    next_fee_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    debt: Decimal
-
-
-@functools.cache
-def _wallet_detail_sql() -> str:
-    user_model = Wallet._meta.get_field("owner").related_model._meta  # type: ignore[union-attr]
-    return (
-        "SELECT w.id, w.number, w.name, w.currency, w.balance, w.status,"  # noqa: S608 - model names
-        " w.blocked_reason, w.next_fee_at, w.created_at, w.updated_at, "
-        f"{fee_debt_total_sql(wallet_id_column='w.id')}"
-        f" FROM {Wallet._meta.db_table} w"
-        f" JOIN {user_model.db_table} u ON u.id = w.owner_id"
-        " WHERE w.id = %s AND w.owner_id = %s AND w.kind = %s AND u.is_active"
-    )
-
-
-def wallet_detail_for_user_id(
-    *, user_id: UUID, wallet_id: UUID | str
-) -> WalletDetail | None:
-    """The wallet and its fee debt in one query, if it is a user wallet of
-    `user_id` and that user is still active; else None (not found, someone
-    else's, malformed id, or the user is gone or deactivated)."""
-    try:
-        wallet_uuid = wallet_id if isinstance(wallet_id, UUID) else UUID(wallet_id)
-    except (TypeError, ValueError, AttributeError):
-        return None
-    row = prepared_fetchone(
-        _wallet_detail_sql(), [wallet_uuid, user_id, Wallet.Kind.USER.value]
-    )
-    return None if row is None else WalletDetail._make(row)
-
-
 def wallet_get_by_number(*, number: str) -> Wallet:
     try:
         return Wallet.objects.get(number=number, kind=Wallet.Kind.USER)
@@ -117,17 +64,22 @@ def wallet_get_by_number(*, number: str) -> Wallet:
 
 
 def system_wallet(currency: str, code: str) -> Wallet:
-    """The system wallet for (currency, code). Rows never change once created,
-    so each process keeps them after the first read."""
+    """The system wallet for (currency, code). Every currency in
+    WALLET_CURRENCIES has one of each code from migrate on (the post_migrate
+    handler, wallets.apps); a missing one is a setup error, never created here.
+    Rows never change once created, so each process keeps them after the first
+    read."""
     key = (currency, code)
     wallet = _system_wallets.get(key)
     if wallet is None:
-        from wallets.services import system_wallets_ensure
-
-        system_wallets_ensure(currencies=[currency])
-        wallet = Wallet.objects.get(
+        wallet = Wallet.objects.filter(
             kind=Wallet.Kind.SYSTEM, currency=currency, system_code=code
-        )
+        ).first()
+        if wallet is None:
+            raise ImproperlyConfigured(
+                f"There is no {code} system wallet in {currency}: `manage.py "
+                "migrate` creates them for every currency in WALLET_CURRENCIES."
+            )
         _system_wallets[key] = wallet
     return wallet
 

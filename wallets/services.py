@@ -4,8 +4,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from django.apps import apps as global_apps
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 from django.utils import timezone
 from djmoney.money import Money
 
@@ -13,10 +14,14 @@ from accounts.models import User
 from wallet_project.errors import UnsupportedCurrency, WalletExists
 from wallets.models import ExchangeRate, Wallet
 from wallets.numbers import generate_number
+from wallets.rates import RateProviderError, rates_fetch
+from wallets.selectors import RATE_QUANTUM
 
 logger = logging.getLogger(__name__)
 
 _NUMBER_ATTEMPTS = 5
+# A new user's first wallet, opened by the sign-up (the hook in wallets.apps).
+SIGNUP_WALLET_CURRENCY = "KZT"
 
 
 def wallet_create(
@@ -51,7 +56,11 @@ def wallet_create(
     raise AssertionError("unreachable")
 
 
-def wallet_update(*, wallet: Wallet, name: str) -> Wallet:
+def wallet_update(*, wallet: Wallet, name: str | None = None) -> Wallet:
+    """Change the given fields (None: unchanged); with none given, nothing is
+    written and `updated_at` stays as it was."""
+    if name is None:
+        return wallet
     wallet.name = name
     wallet.save(update_fields=["name", "updated_at"])
     return wallet
@@ -73,17 +82,25 @@ def wallet_unblock(*, wallet: Wallet) -> Wallet:
     return wallet
 
 
-def system_wallets_ensure(*, currencies: Iterable[str]) -> None:
-    """Create the missing system wallets (external, fees, fx, provider) per currency."""
+def system_wallets_ensure(
+    *, currencies: Iterable[str], using: str = DEFAULT_DB_ALIAS
+) -> None:
+    """Create the missing system wallets (external, fees, fx, provider) per
+    currency; one query when none is missing."""
+    currencies = list(currencies)
+    wallets = Wallet.objects.using(using)
+    existing = set(
+        wallets.filter(kind=Wallet.Kind.SYSTEM, currency__in=currencies).values_list(
+            "currency", "system_code"
+        )
+    )
     for currency in currencies:
         for code in Wallet.SystemCode.values:
-            if Wallet.objects.filter(
-                kind=Wallet.Kind.SYSTEM, system_code=code, currency=currency
-            ).exists():
+            if (currency, code) in existing:
                 continue
             try:
-                with transaction.atomic():
-                    Wallet.objects.create(
+                with transaction.atomic(using=using):
+                    wallets.create(
                         kind=Wallet.Kind.SYSTEM,
                         system_code=code,
                         currency=currency,
@@ -93,6 +110,20 @@ def system_wallets_ensure(*, currencies: Iterable[str]) -> None:
                     )
             except IntegrityError:  # created concurrently
                 pass
+
+
+def system_wallets_post_migrate(
+    sender, using: str = DEFAULT_DB_ALIAS, apps=global_apps, **kwargs
+) -> None:
+    """post_migrate (wallets.apps): every currency in WALLET_CURRENCIES has its
+    system wallets after any migrate, and after any flush, which sends
+    post_migrate too (a transaction=True test's teardown). Skipped while the
+    wallets app has no tables yet (migrate to zero)."""
+    try:
+        apps.get_model("wallets", "Wallet")
+    except LookupError:
+        return
+    system_wallets_ensure(currencies=settings.WALLET_CURRENCIES, using=using)
 
 
 # --- Exchange rates ---------------------------------------------------------------------
@@ -107,8 +138,6 @@ def exchange_rates_store(
 ) -> list[ExchangeRate]:
     """Replace the stored rates base -> quote for every quote in `rates`, in one
     statement (an upsert on the (base, quote) unique index)."""
-    from wallets.selectors import RATE_QUANTUM
-
     fetched_at = fetched_at or timezone.now()
     rows = [
         ExchangeRate(
@@ -155,8 +184,6 @@ def exchange_rates_refresh(*, currencies: Iterable[str] | None = None) -> RatesR
     its last good rates (which expire after RATE_MAX_AGE); the others are stored.
     `manage.py refresh_rates` and the beat task both call this.
     """
-    from wallets.rates import RateProviderError, rates_fetch
-
     currencies = list(currencies or settings.WALLET_CURRENCIES)
     result = RatesRefresh()
     for base in currencies:

@@ -11,6 +11,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 from accounts.phones import phone_number_normalize
+from wallet_project.fields import StrictCharField, StrictEmailField, StrictRegexField
 from wallets.api.serializers import WalletSerializer
 
 PROFILE_IMAGE_FORMATS = {"JPEG", "PNG", "GIF", "WEBP"}
@@ -18,13 +19,13 @@ PASSWORD_MAX_LENGTH = 128
 
 
 def _password_field() -> serializers.CharField:
-    return serializers.CharField(
+    return StrictCharField(
         write_only=True, trim_whitespace=False, max_length=PASSWORD_MAX_LENGTH
     )
 
 
 @extend_schema_field({"type": "string", "example": "+77011234567", "nullable": True})
-class PhoneNumberField(serializers.CharField):
+class PhoneNumberField(StrictCharField):
     """A phone number in any format `phonenumbers` reads, returned in E.164;
     an empty value means none."""
 
@@ -45,7 +46,7 @@ class PhoneNumberField(serializers.CharField):
             raise serializers.ValidationError(exc.messages) from None
 
 
-class CodeField(serializers.RegexField):
+class CodeField(StrictRegexField):
     def __init__(self, **kwargs):
         super().__init__(r"^\d{6}$", **kwargs)
         self.error_messages["invalid"] = _("The code is 6 digits.")
@@ -54,11 +55,9 @@ class CodeField(serializers.RegexField):
 class TokenObtainSerializer(serializers.Serializer):
     """Log in with {email, password} or {phone_number, password}."""
 
-    email = serializers.EmailField(required=False)
-    phone_number = serializers.CharField(required=False, max_length=32)
-    password = serializers.CharField(
-        write_only=True, trim_whitespace=False, max_length=4096
-    )
+    email = StrictEmailField(required=False)
+    phone_number = StrictCharField(required=False, max_length=32)
+    password = StrictCharField(write_only=True, trim_whitespace=False, max_length=4096)
 
     def validate(self, attrs):
         if bool(attrs.get("email")) == bool(attrs.get("phone_number")):
@@ -76,7 +75,7 @@ class TokenPairSerializer(serializers.Serializer):
 class RefreshTokenSerializer(serializers.Serializer):
     """A refresh token that is well-signed, unexpired and not blacklisted."""
 
-    refresh = serializers.CharField()
+    refresh = StrictCharField()
 
     def validate_refresh(self, value: str) -> RefreshToken:
         try:
@@ -103,8 +102,8 @@ class UserSerializer(serializers.ModelSerializer):
 class ProfileUpdateSerializer(serializers.Serializer):
     """PATCH users/me/: any of these; the email cannot be changed."""
 
-    first_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
-    last_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
+    first_name = StrictCharField(max_length=150, allow_blank=True, required=False)
+    last_name = StrictCharField(max_length=150, allow_blank=True, required=False)
     phone_number = PhoneNumberField()
     profile_image = serializers.ImageField(required=False, allow_null=True)
 
@@ -137,11 +136,11 @@ class ProfileUpdateSerializer(serializers.Serializer):
 
 
 class SignupSerializer(serializers.Serializer):
-    email = serializers.EmailField()
+    email = StrictEmailField()
     password = _password_field()
     phone_number = PhoneNumberField()
-    first_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
-    last_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
+    first_name = StrictCharField(max_length=150, allow_blank=True, required=False)
+    last_name = StrictCharField(max_length=150, allow_blank=True, required=False)
 
 
 class VerificationSessionSerializer(serializers.Serializer):
@@ -170,7 +169,7 @@ class PasswordChangeSerializer(serializers.Serializer):
 
 
 class PasswordResetSerializer(serializers.Serializer):
-    email = serializers.EmailField()
+    email = StrictEmailField()
 
 
 class PasswordResetConfirmSerializer(CodeConfirmSerializer):

@@ -22,6 +22,8 @@ from accounts.api.serializers import (
     VerificationSessionSerializer,
 )
 from accounts.api.throttles import throttles
+from accounts.authentication import OptionalJWTAuthentication
+from fees.selectors import wallet_list_for_user
 from wallet_project.api import VALIDATION_ERROR, error_response
 from wallet_project.errors import RetryLater
 
@@ -123,8 +125,15 @@ class SignupConfirmView(PublicAPIView):
         data = CodeConfirmSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = services.signup_confirm(**data.validated_data)
+        # The wallets the sign-up opened (the wallets app's hook), as the wallet
+        # list shows them.
+        body = {
+            "user": result.user,
+            "wallets": wallet_list_for_user(user=result.user),
+            "tokens": result.tokens,
+        }
         return Response(
-            SignupResultSerializer(result, context={"request": request}).data,
+            SignupResultSerializer(body, context={"request": request}).data,
             status=status.HTTP_201_CREATED,
         )
 
@@ -206,16 +215,35 @@ class TokenRefreshView(PublicAPIView):
 
 
 class LogoutView(PublicAPIView):
+    # The refresh token is the credential; an access token, when valid, says who
+    # is asking, and then only that account's refresh tokens can be ended.
+    authentication_classes = [OptionalJWTAuthentication]
+
     @extend_schema(
         summary="Log out: blacklist a refresh token",
+        description=(
+            "No access token is needed (it may have expired): the refresh token "
+            "is the credential. With a valid access token, the refresh token "
+            "must be that account's own (else 400 `token_not_yours`)."
+        ),
         request=RefreshTokenSerializer,
-        responses={204: None, 400: VALIDATION_ERROR, 401: BAD_TOKEN},
+        responses={
+            204: None,
+            400: error_response(
+                'Invalid input ({"field": ["message"]}), or the refresh token is '
+                "another account's than the access token's (`token_not_yours`)."
+            ),
+            401: BAD_TOKEN,
+        },
         auth=[],
     )
     def post(self, request: Request) -> Response:
         data = RefreshTokenSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        services.refresh_token_revoke(token=data.validated_data["refresh"])
+        caller = (
+            request.user if request.user and request.user.is_authenticated else None
+        )
+        services.refresh_token_revoke(token=data.validated_data["refresh"], user=caller)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -62,6 +62,30 @@ def test_a_patch_changes_only_what_it_names(auth_api, user):
     assert user.phone_number == "+77011234567"
 
 
+@pytest.mark.parametrize("format", ["json", "multipart"])
+def test_an_empty_patch_is_a_200_that_changes_nothing(auth_api, user, format):
+    user.first_name, user.phone_number = "Dana", "+77011234567"
+    user.save()
+    before = auth_api.get(ME).json()
+    response = auth_api.patch(ME, {}, format=format)
+    assert response.status_code == 200, response.json()
+    assert response.json() == before
+    user.refresh_from_db()
+    assert (user.first_name, user.phone_number) == ("Dana", "+77011234567")
+
+
+@pytest.mark.parametrize("field", ["first_name", "last_name", "phone_number"])
+@pytest.mark.parametrize("value", [-548, 7011234567, 1.5, False])
+def test_a_name_or_phone_that_is_not_a_string_is_400(auth_api, user, field, value):
+    """JSON numbers are not names: not quietly stored as their text."""
+    before = getattr(user, field)
+    response = auth_api.patch(ME, {field: value}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {field: ["Not a valid string."]}
+    user.refresh_from_db()
+    assert getattr(user, field) == before
+
+
 @pytest.mark.parametrize("empty", [None, ""])
 def test_the_phone_number_can_be_removed(auth_api, user, empty):
     user.phone_number = "+77011234567"

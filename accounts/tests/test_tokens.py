@@ -197,6 +197,59 @@ def test_logout_needs_a_valid_refresh_token(api, body):
     assert api.post(LOGOUT, body, format="json").status_code in (400, 401)
 
 
+def test_logout_with_someone_elses_refresh_token_is_refused(api, user, other_user):
+    """Alice, logged in, cannot end Bob's session with his refresh token: a 400
+    `token_not_yours`, and Bob's token still refreshes."""
+    alice = login(api, user.email).json()
+    bob = login(api, other_user.email).json()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {alice['access']}")
+    response = client.post(LOGOUT, {"refresh": bob["refresh"]}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "This refresh token belongs to another account.",
+        "code": "token_not_yours",
+    }
+    bobs = api.post(REFRESH, {"refresh": bob["refresh"]}, format="json")
+    assert bobs.status_code == 200
+    # Her own refresh token she can end, with her access token.
+    own = client.post(LOGOUT, {"refresh": alice["refresh"]}, format="json")
+    assert own.status_code == 204
+    hers = api.post(REFRESH, {"refresh": alice["refresh"]}, format="json")
+    assert hers.status_code == 401
+
+
+def test_logout_refusal_is_in_russian_too(api, user, other_user):
+    alice = login(api, user.email).json()
+    bob = login(api, other_user.email).json()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {alice['access']}")
+    response = client.post(
+        LOGOUT, {"refresh": bob["refresh"]}, format="json", HTTP_ACCEPT_LANGUAGE="ru"
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "Этот refresh-токен принадлежит другой учётной записи.",
+        "code": "token_not_yours",
+    }
+
+
+def test_logout_with_an_expired_access_token_still_ends_your_own_session(api, user):
+    """The refresh token is the credential: an access token that has expired (or
+    none at all) does not stop its holder from logging out."""
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        tokens = login(api, user.email).json()
+        clock.shift(timedelta(minutes=15, seconds=1))
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+        response = client.post(LOGOUT, {"refresh": tokens["refresh"]}, format="json")
+        assert response.status_code == 204
+        assert (
+            api.post(REFRESH, {"refresh": tokens["refresh"]}, format="json").status_code
+            == 401
+        )
+
+
 @pytest.mark.django_db(transaction=True)
 def test_one_refresh_token_rotates_once_even_when_requests_race(user):
     refresh = login(APIClient(), user.email).json()["refresh"]

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from fees.models import FeeCharge
-from transactions.money import money_str
+from wallets.money import money_str
 
 
 class FeeChargeSerializer(serializers.ModelSerializer):

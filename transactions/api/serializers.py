@@ -4,9 +4,9 @@ from typing import Any
 from rest_framework import serializers
 
 from transactions.models import Entry, Transaction
-from transactions.money import minor_digits, money_str
 from transactions.selectors import EntryRow
 from wallet_project.lean import drf_datetime
+from wallets.money import minor_digits, money_str
 
 
 def entry_page_data(

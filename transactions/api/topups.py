@@ -19,7 +19,6 @@ from rest_framework.views import APIView
 from accounts.permissions import IsServiceAccount
 from transactions import ledger
 from transactions.models import TopUp
-from transactions.money import money_str
 from wallet_project.api import (
     IDEMPOTENCY_HEADER,
     VALIDATION_ERROR,
@@ -29,6 +28,8 @@ from wallet_project.api import (
     idempotent_response,
 )
 from wallet_project.errors import TopupNotFound
+from wallet_project.fields import StrictCharField
+from wallets.money import money_str
 from wallets.selectors import wallet_get_for_user
 
 # --- Serializers ----------------------------------------------------------------------
@@ -90,7 +91,7 @@ class TopUpDecisionSerializer(serializers.Serializer):
             "amount. Ignored for `rejected`."
         ),
     )
-    provider_reference = serializers.CharField(
+    provider_reference = StrictCharField(
         max_length=255, required=False, allow_blank=True, default=""
     )
 

@@ -3,11 +3,13 @@ from uuid import UUID
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django_filters import rest_framework as filters
+from django_filters.utils import translate_validation
 from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
+from rest_framework.response import Response
 
 from transactions import selectors
 from transactions.api.serializers import (
@@ -17,6 +19,8 @@ from transactions.api.serializers import (
 )
 from transactions.models import Entry, Transaction
 from wallet_project.api import error_response
+from wallet_project.errors import WalletNotFound
+from wallet_project.filters import DatabaseDateTimeFilter
 from wallet_project.lean import LeanMixin, json_response
 from wallets.selectors import wallet_get_for_user
 
@@ -55,11 +59,13 @@ class EntryFilter(filters.FilterSet):
         fields = ["kind"]
 
 
-# `from` is a Python keyword, so these two are added by name.
-EntryFilter.base_filters["from"] = filters.IsoDateTimeFilter(
+# `from` is a Python keyword, so these two are added by name. Both history paths
+# (lean and DRF's) validate them with this FilterSet: one check of what the
+# database can compare.
+EntryFilter.base_filters["from"] = DatabaseDateTimeFilter(
     field_name="created_at", lookup_expr="gte", label="Entries at or after (ISO 8601)"
 )
-EntryFilter.base_filters["to"] = filters.IsoDateTimeFilter(
+EntryFilter.base_filters["to"] = DatabaseDateTimeFilter(
     field_name="created_at", lookup_expr="lt", label="Entries before (ISO 8601)"
 )
 
@@ -128,44 +134,54 @@ class WalletEntryListView(LeanMixin, ListAPIView):
     def lean_get(
         self, request: HttpRequest, user_id: UUID, **kwargs
     ) -> HttpResponse | None:
-        """One keyset query per page (wallet ownership, filters and cursor in
-        it); anything DRF would refuse (a foreign wallet, a bad filter or
-        cursor) takes DRF's path (wallet_project.lean)."""
+        """The page off DRF's envelope, by the same code as `list`; anything
+        DRF would refuse (a foreign wallet, a bad filter or cursor) takes DRF's
+        path (wallet_project.lean)."""
         try:
             wallet_id = UUID(kwargs["wallet_id"])
-        except ValueError:
+            body = _wallet_entry_page(self, Request(request), user_id, wallet_id)
+        except (ValueError, APIException):
             return None
-        filters: dict = {}
-        if any(request.GET.get(name) for name in _FILTER_ARGUMENTS):
-            filterset = EntryFilter(request.GET, queryset=Entry.objects.none())
-            if not filterset.is_valid():
-                return None
-            for name, argument in _FILTER_ARGUMENTS.items():
-                if filterset.form.cleaned_data.get(name) not in (None, ""):
-                    filters[argument] = filterset.form.cleaned_data[name]
-        entries = _EntryPage(user_id=user_id, wallet_id=wallet_id, filters=filters)
-        paginator = self.pagination_class()
-        try:
-            page = paginator.paginate_queryset(entries, Request(request), view=self)
-        except APIException:
-            return None
-        if not entries.found:
-            return None
-        return json_response(
-            {
-                "next": paginator.get_next_link(),
-                "previous": paginator.get_previous_link(),
-                "results": page,
-            }
-        )
+        return None if body is None else json_response(body)
+
+    def list(self, request: Request, wallet_id: str) -> Response:
+        wallet = wallet_get_for_user(user=request.user, wallet_id=wallet_id)
+        body = _wallet_entry_page(self, request, request.user.pk, wallet.id)
+        if body is None:  # gone since: as for any wallet that is not yours
+            raise WalletNotFound()
+        return Response(body)
 
     def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):  # schema generation
-            return Entry.objects.none()
-        wallet = wallet_get_for_user(
-            user=self.request.user, wallet_id=self.kwargs["wallet_id"]
-        )
-        return selectors.entry_list_for_wallet(wallet=wallet)
+        # Only for the schema (the filters' model); `list` reads by keyset.
+        return Entry.objects.none()
+
+
+def _wallet_entry_page(
+    view: WalletEntryListView, request: Request, user_id: UUID, wallet_id: UUID
+) -> dict | None:
+    """One page of a wallet's history, the one data path of both envelopes:
+    the filters checked by EntryFilter (a ValidationError as DRF's filter
+    backend words it), one keyset query (`entry_page_for_user_wallet`: ownership,
+    filters and cursor in it) through DRF's own CursorPagination. None when the
+    wallet is not the user's."""
+    filters: dict = {}
+    if any(request.query_params.get(name) for name in _FILTER_ARGUMENTS):
+        filterset = EntryFilter(request.query_params, queryset=Entry.objects.none())
+        if not filterset.is_valid():
+            raise translate_validation(filterset.errors)
+        for name, argument in _FILTER_ARGUMENTS.items():
+            if filterset.form.cleaned_data.get(name) not in (None, ""):
+                filters[argument] = filterset.form.cleaned_data[name]
+    entries = _EntryPage(user_id=user_id, wallet_id=wallet_id, filters=filters)
+    paginator = view.pagination_class()
+    page = paginator.paginate_queryset(entries, request, view=view)
+    if not entries.found:
+        return None
+    return {
+        "next": paginator.get_next_link(),
+        "previous": paginator.get_previous_link(),
+        "results": page,
+    }
 
 
 @extend_schema(summary="Your history across all your wallets, newest first")

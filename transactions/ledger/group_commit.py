@@ -42,7 +42,12 @@ from transactions.models import IdempotencyKey, Transaction
 from wallet_project.errors import DomainError, SameWallet, WalletNotFound
 from wallet_project.rendering import json_bytes
 from wallets.models import Wallet
-from wallets.selectors import conversion_quote
+from wallets.selectors import (
+    conversion_quote,
+    wallet_get_for_user,
+    wallet_get_own,
+    wallet_reference,
+)
 
 _ONE_BY_ONE = object()  # a batch's answer: take the one-by-one path
 
@@ -148,8 +153,6 @@ def wallet_operation(
     outcome = _coalesced(_Operation(wallet_id, owner, amount, deposit, request, render))
     if outcome is not _ONE_BY_ONE:
         return outcome
-    from wallets.selectors import wallet_get_for_user
-
     wallet = wallet_get_for_user(user=owner, wallet_id=wallet_id)
     move = wallet_deposit if deposit else wallet_withdraw
     return idempotency_execute(
@@ -172,8 +175,6 @@ def transfer_execute(
     """`transfer_create` from `owner`'s wallet (its id or 16-digit number), once
     per Idempotency-Key; same-currency transfers are posted together with other
     requests in flight (see above)."""
-    from wallets.selectors import wallet_get_own, wallet_reference
-
     source_id, source_number = wallet_reference(source_reference)
     outcome = _coalesced(
         _Transfer(

@@ -16,7 +16,6 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
-from transactions.money import minor_digits, quantum
 from wallet_project.errors import (
     BalanceLimitExceeded,
     DomainError,
@@ -26,6 +25,7 @@ from wallet_project.errors import (
     WalletBlocked,
     WalletNotFound,
 )
+from wallets.money import minor_digits, quantum
 
 ACTIVE = "active"  # Wallet.Status.ACTIVE (wallets.models), as the SQL spells it
 

@@ -17,7 +17,6 @@ from transactions.ledger.posting import ledger_post
 from transactions.ledger.rules import amount_validate
 from transactions.ledger.writer import Leg
 from transactions.models import TopUp, Transaction
-from transactions.money import minor_digits, money_str, quantum
 from wallet_project.errors import (
     InvalidCommission,
     TopupAlreadyDecided,
@@ -25,6 +24,7 @@ from wallet_project.errors import (
     TopupNotFound,
 )
 from wallets.models import Wallet
+from wallets.money import minor_digits, money_str, quantum
 from wallets.selectors import system_wallet
 
 # --- Top-ups (payment provider) -------------------------------------------------------------

@@ -14,9 +14,9 @@ from transactions.ledger.posting import ledger_post
 from transactions.ledger.rules import amount_validate
 from transactions.ledger.writer import Leg, Posting
 from transactions.models import Transaction
-from transactions.money import money_str
 from wallet_project.errors import InvalidAmount, SameWallet
 from wallets.models import Wallet
+from wallets.money import money_str
 from wallets.selectors import (
     CONVERSION_ROUNDING,
     Conversion,

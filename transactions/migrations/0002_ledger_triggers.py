@@ -7,12 +7,9 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 def _run(filename):
     def run(apps, schema_editor):
-        # The triggers are PostgreSQL's; the embedded SQLite default relies on
-        # the service's own checks only.
-        if schema_editor.connection.vendor == "postgresql":
-            # RAISE uses % placeholders: escape them for the driver.
-            sql = (SQL_DIR / filename).read_text().replace("%", "%%")
-            schema_editor.execute(sql, params=())
+        # RAISE uses % placeholders: escape them for the driver.
+        sql = (SQL_DIR / filename).read_text().replace("%", "%%")
+        schema_editor.execute(sql, params=())
 
     return run
 

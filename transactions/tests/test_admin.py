@@ -181,3 +181,45 @@ def test_system_wallet_pages_show_the_sum_of_entries(wallet, superuser):
     external = Wallet.objects.get(kind="system", system_code="external", currency="KZT")
     page = superuser.get(reverse("admin:wallets_wallet_change", args=[external.pk]))
     assert "-1,000.00 KZT" in page.content.decode()
+
+
+XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+def test_wallet_names_and_descriptions_are_escaped_on_every_admin_page(
+    user, make_wallet, superuser
+):
+    """What users and operators type (a wallet's name, a transfer's description,
+    an adjustment's reason) is shown as text, never run as HTML."""
+    from wallets.services import wallet_update
+
+    source = make_wallet(owner=user, balance="100.00")
+    wallet_update(wallet=source, name=XSS)
+    destination = make_wallet()
+    transfer = ledger.transfer_create(
+        source=source,
+        destination_number=destination.number,
+        amount=Decimal("1.00"),
+        description=XSS,
+    ).transaction
+    adjustment = ledger.adjustment_request(
+        wallet=source, amount=Decimal("1"), reason=XSS, requested_by=operator()
+    )
+    pages = [
+        CHANGELIST,
+        reverse("admin:transactions_transaction_change", args=[transfer.pk]),
+        reverse("admin:transactions_transaction_change", args=[adjustment.pk]),
+        review_url(adjustment),
+        reverse("admin:wallets_wallet_changelist"),
+        reverse("admin:wallets_wallet_change", args=[source.pk]),
+        reverse("admin:dashboard"),
+    ]
+    escaped = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"
+    for url in pages:
+        response = superuser.get(url)
+        assert response.status_code == 200, url
+        html = response.content.decode()
+        assert "<script>alert" not in html, url
+        assert "<img src=x" not in html, url
+    for url in pages[:4] + pages[5:6]:
+        assert escaped in superuser.get(url).content.decode(), url

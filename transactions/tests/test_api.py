@@ -48,6 +48,64 @@ def test_history_filters_by_kind_and_rejects_bad_dates(auth_api, wallet):
     assert auth_api.get(url, {"kind": "bogus"}).status_code == 400
 
 
+OFFSET_MESSAGE = "The time zone offset must be between -15:59 and +15:59."
+RANGE_MESSAGE = "The time must be between 0001-01-01 and 9999-12-31 in UTC."
+
+
+@pytest.fixture(params=["wallet", "all", "wallet-drf-path"])
+def history_get(request, auth_api, wallet):
+    """GET one of the history lists: a wallet's (its lean path, and DRF's) or all."""
+    url = (
+        "/api/v1/transactions/"
+        if request.param == "all"
+        else f"/api/v1/wallets/{wallet.id}/transactions/"
+    )
+    extra = (
+        {"HTTP_ACCEPT": "application/json; indent=0"}
+        if request.param.endswith("drf-path")
+        else {}
+    )
+    return lambda query: auth_api.get(url, query, **extra)
+
+
+@pytest.mark.parametrize("name", ["from", "to"])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0001-01-01T00:00:00-19:57", OFFSET_MESSAGE),
+        ("2024-06-01T12:00:00+16:00", OFFSET_MESSAGE),
+        ("2024-06-01T12:00:00-23:59", OFFSET_MESSAGE),
+        ("0001-01-01T00:00:00+05:00", RANGE_MESSAGE),
+        ("9999-12-31T23:59:59-05:00", RANGE_MESSAGE),
+    ],
+)
+def test_a_time_postgresql_cannot_compare_is_a_400_on_that_field(
+    history_get, name, value, message
+):
+    """Python parses these, PostgreSQL refuses them: a 400 naming the field,
+    never the database's 500."""
+    response = history_get({name: value})
+    assert response.status_code == 400
+    assert response.json() == {name: [message]}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"from": "0001-01-01T00:00:00-15:59"},
+        {"from": "0001-01-01T00:00:00Z"},
+        {"from": "0001-01-01T00:00:00"},
+        {"to": "9999-12-31T23:59:59.999999+15:59"},
+        {"to": "9999-12-31T23:59:59Z"},
+        {"from": "2000-01-01T05:30:00+05:30", "to": "9999-12-31T08:00:00-15:00"},
+    ],
+)
+def test_the_extremes_postgresql_can_compare_are_accepted(history_get, query):
+    response = history_get(query)
+    assert response.status_code == 200, response.json()
+    assert [row["amount"] for row in response.json()["results"]] == ["1000.00"]
+
+
 def test_all_transactions_and_one_transaction(auth_api, user, make_wallet, wallet):
     usd = make_wallet(owner=user, currency="USD", balance="5.00")
     rows = auth_api.get("/api/v1/transactions/").json()["results"]

@@ -7,7 +7,7 @@ import json
 from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rest_framework.views import APIView
 
@@ -278,6 +278,46 @@ _text = st.one_of(
     st.text(max_size=300),
     st.sampled_from(["", " ", " x", "x ", "4000000000000002", "a\x00b", "\ud800"]),
 )
+_junk = st.one_of(
+    _text,
+    st.integers(),
+    st.none(),
+    st.booleans(),
+    st.decimals(allow_nan=False, places=3),
+    st.from_regex(r"\A[0-9]{1,14}(\.[0-9]{0,3})?\Z"),
+)
+_number = st.from_regex(r"\A[0-9]{16}\Z")
+# A body the fast parse must take: every part in its common spelling.
+_valid_bodies = st.fixed_dictionaries(
+    {
+        "from_wallet": st.one_of(_number, st.uuids().map(str)),
+        "to_wallet_number": _number,
+        "amount": st.from_regex(
+            r"\A(?:0\.(?:0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(?:\.[0-9]{1,2})?)\Z"
+        ),
+    },
+    optional={
+        "description": st.text(
+            st.characters(codec="utf-8", categories=["L", "N", "P", "Zs"]),
+            max_size=255,
+        ).map(str.strip)
+    },
+)
+
+
+@st.composite
+def _bodies(draw) -> tuple[dict, bool]:
+    """(body, built valid): a valid body, or one with a part swapped for junk,
+    dropped, or an unknown field added."""
+    body = draw(_valid_bodies)
+    how = draw(st.sampled_from(["valid", "valid", "junk", "drop", "extra"]))
+    if how == "junk":
+        body[draw(st.sampled_from(sorted(body)))] = draw(_junk)
+    elif how == "drop":
+        del body[draw(st.sampled_from(sorted(body)))]
+    elif how == "extra":
+        body[draw(st.sampled_from(["note", "currency", "Amount"]))] = draw(_junk)
+    return body, how == "valid"
 
 
 @settings(
@@ -285,26 +325,20 @@ _text = st.one_of(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(
-    body=st.dictionaries(
-        st.sampled_from(["from_wallet", "to_wallet_number", "amount", "description"]),
-        st.one_of(
-            _text,
-            st.integers(),
-            st.none(),
-            st.booleans(),
-            st.decimals(allow_nan=False, places=3),
-            st.from_regex(r"\A[0-9]{1,14}(\.[0-9]{0,3})?\Z"),
-        ),
-    )
-)
-def test_the_transfer_fast_parse_agrees_with_the_serializer(body):
+@given(case=_bodies())
+def test_the_transfer_fast_parse_agrees_with_the_serializer(case):
     """Whatever the fast parse takes, the serializer takes with the same result;
-    anything else goes to the serializer, which words the error."""
+    a body in the common spelling always takes the fast path; anything else goes
+    to the serializer, which words the error."""
+    body, built_valid = case
     parsed = json.loads(json.dumps(body, default=str))
     fast = _parse_well_formed(parsed)
+    if built_valid:
+        assert fast is not None, body
     if fast is None:
+        event("the serializer decides")
         return
+    event("fast path: compared with the serializer")
     serializer = TransferSerializer(data=parsed)
     assert serializer.is_valid(), (body, serializer.errors)
     assert fast == dict(serializer.validated_data)
@@ -333,3 +367,22 @@ def test_the_transfer_fast_parse_takes_the_common_spellings():
         {k: v for k, v in common.items() if k != "amount"},
     ):
         assert _parse_well_formed(odd) is None
+
+
+def test_a_get_with_throttles_takes_drfs_path_and_is_throttled(
+    auth_api, wallet, drf_calls, monkeypatch
+):
+    """Lean GETs honour the view's throttles as lean POSTs do: a view with a
+    throttle is answered by DRF, which applies it."""
+    from rest_framework.throttling import UserRateThrottle
+
+    from wallets.api.views import WalletViewSet
+
+    class OnePerDay(UserRateThrottle):
+        rate = "1/day"
+
+    monkeypatch.setattr(WalletViewSet, "throttle_classes", [OnePerDay])
+    url = f"/api/v1/wallets/{wallet.id}/"
+    assert auth_api.get(url).status_code == 200
+    assert drf_calls == [url]
+    assert auth_api.get(url).status_code == 429

@@ -4,8 +4,7 @@ would have had alone (threads against the real PostgreSQL)."""
 
 import random
 import threading
-import time
-from collections import Counter
+from collections import Counter, deque
 from decimal import Decimal
 
 import pytest
@@ -260,55 +259,80 @@ def test_api_operations_in_flight_together(user, make_wallet):
 # --- The coalescer itself (no database) ----------------------------------------------------
 
 
-def test_coalescer_answers_every_caller_and_batches_the_ones_that_wait():
-    batches: list[int] = []
+class _Queue(deque):
+    """The coalescer's queue, telling the test when `expected` callers wait in it
+    (so a batch in flight can hold until the others have queued: an event, not
+    a sleep)."""
 
-    def handle(batch):
-        batches.append(len(batch))
-        time.sleep(0.01)  # a commit in flight: others queue up meanwhile
-        for pending in batch:
-            pending.resolve(pending.item * 10)
+    def __init__(self, expected: int) -> None:
+        super().__init__()
+        self.expected = expected
+        self.full = threading.Event()
 
-    coalescer = Coalescer(handle, max_batch=5)
-    barrier = threading.Barrier(20)
-    results = {}
+    def append(self, item) -> None:
+        super().append(item)
+        if len(self) >= self.expected:
+            self.full.set()
 
-    def caller(i: int):
-        barrier.wait()
-        results[i] = coalescer.submit(i)
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(20)]
+def _run_callers(coalescer: Coalescer, count: int, call) -> None:
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+def test_coalescer_answers_every_caller_and_batches_the_ones_that_wait():
+    """While a batch is in flight (its commit), every other caller queues; the
+    next leaders take them in batches of at most max_batch, and each caller gets
+    its own answer."""
+    batches: list[int] = []
+    coalescer = Coalescer(lambda batch: None, max_batch=5)
+    queue = coalescer._queue = _Queue(expected=19)
+
+    def handle(batch):
+        batches.append(len(batch))
+        if len(batches) == 1:  # the first leader holds until the 19 others wait
+            assert queue.full.wait(timeout=30)
+        for pending in batch:
+            pending.resolve(pending.item * 10)
+
+    coalescer._handle = handle
+    results = {}
+
+    def caller(i: int):
+        results[i] = coalescer.submit(i)
+
+    _run_callers(coalescer, 20, caller)
     assert results == {i: i * 10 for i in range(20)}
-    assert sum(batches) == 20
-    assert max(batches) > 1 and max(batches) <= 5
+    assert batches == [1, 5, 5, 5, 4]
 
 
 def test_coalescer_gives_a_failed_batch_error_to_every_caller_in_it():
+    coalescer = Coalescer(lambda batch: None, max_batch=50)
+    queue = coalescer._queue = _Queue(expected=7)
+    calls: list[int] = []
+
     def handle(batch):
-        time.sleep(0.01)
+        calls.append(len(batch))
+        if len(calls) == 1:
+            assert queue.full.wait(timeout=30)
         raise RuntimeError("database went away")
 
-    coalescer = Coalescer(handle, max_batch=50)
-    barrier = threading.Barrier(8)
+    coalescer._handle = handle
     errors = []
 
     def caller(i: int):
-        barrier.wait()
         try:
             coalescer.submit(i)
         except RuntimeError as exc:
             errors.append(str(exc))
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    _run_callers(coalescer, 8, caller)
     assert errors == ["database went away"] * 8
+    assert calls == [1, 7]  # the lone first batch, then the 7 that queued
     # And the coalescer still works afterwards.
     coalescer._handle = lambda batch: [p.resolve("ok") for p in batch]
     assert coalescer.submit(1) == "ok"

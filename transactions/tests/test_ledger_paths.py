@@ -14,10 +14,10 @@ from transactions import ledger
 from transactions.batching import Pending
 from transactions.ledger import group_commit
 from transactions.models import Entry
-from transactions.money import money_str
 from transactions.selectors import ledger_reconcile
 from wallet_project.errors import DomainError
 from wallets.models import Wallet
+from wallets.money import money_str
 from wallets.services import wallet_block, wallet_create
 
 WALLETS = 3

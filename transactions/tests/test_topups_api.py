@@ -155,6 +155,21 @@ def test_provider_lists_pending_topups_oldest_first(service_api, auth_api, walle
     assert [r["id"] for r in first["results"] + second["results"]] == ids[:2]
 
 
+@pytest.mark.parametrize("reference", [0, 42.5, True, ["psp"]])
+def test_a_provider_reference_that_is_not_a_string_is_400(
+    service_api, wallet, pending, reference
+):
+    """The schema says string: a number is not quietly stored as its text."""
+    response = service_api.put(
+        decide_url(pending["id"]),
+        {"status": "paid", "provider_reference": reference},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json() == {"provider_reference": ["Not a valid string."]}
+    assert balance(wallet) == Decimal("1000.00")
+
+
 def test_paid_credits_the_wallet_from_the_provider_in_one_transaction(
     service_api, wallet, pending
 ):

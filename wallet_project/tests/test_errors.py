@@ -37,3 +37,37 @@ def test_unreachable_database_is_a_503_json_body(auth_api, wallet):
         connection.close()
         connection.settings_dict.update(saved)
     assert auth_api.get(url).status_code == 200
+
+
+@pytest.fixture
+def refused_by_the_database(monkeypatch):
+    """The profile service runs a statement PostgreSQL refuses with a data
+    exception (SQLSTATE class 22): a django.db.DataError inside an API view."""
+
+    def refused(**kwargs):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 'not a number'::int")
+
+    monkeypatch.setattr("accounts.services.user_profile_update", refused)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("language", "detail"),
+    [
+        ("en", "A value in the request is out of range or not valid."),
+        ("ru", "Значение в запросе вне допустимого диапазона или некорректно."),
+    ],
+)
+def test_a_value_the_database_refuses_is_a_400_not_a_500(
+    auth_api, refused_by_the_database, caplog, language, detail
+):
+    response = auth_api.patch(
+        "/api/v1/users/me/",
+        {"first_name": "Dana"},
+        format="json",
+        HTTP_ACCEPT_LANGUAGE=language,
+    )
+    assert response.status_code == 400
+    assert response.json() == {"detail": detail, "code": "invalid_input"}
+    assert not [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]

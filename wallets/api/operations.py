@@ -12,7 +12,6 @@ from rest_framework.views import APIView
 from accounts.models import User
 from transactions import ledger
 from transactions.ledger import IdempotencyRequest, IdempotentResponse
-from transactions.money import money_str
 from wallet_project.api import (
     IDEMPOTENCY_HEADER,
     error_response,
@@ -30,6 +29,7 @@ from wallets.api.serializers import (
 )
 from wallets.api.views import NOT_FOUND
 from wallets.models import Wallet
+from wallets.money import money_str
 
 
 class WalletOperationView(LeanMixin, APIView):

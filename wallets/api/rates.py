@@ -10,10 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from transactions.money import money_str
 from wallet_project.api import VALIDATION_ERROR, AmountField, error_response
 from wallets import selectors
 from wallets.models import ExchangeRate
+from wallets.money import money_str
 
 RATE_UNAVAILABLE = error_response(
     "No rate for the pair, or it is older than RATE_MAX_AGE (`rate_unavailable`)."

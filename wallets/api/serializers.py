@@ -5,12 +5,12 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from fees.selectors import fee_debt_total
-from transactions.money import money_str, quantum, to_minor
+from fees.selectors import WalletDetail, fee_debt_total
 from wallet_project.api import AmountField
+from wallet_project.fields import StrictCharField
 from wallet_project.lean import drf_datetime
 from wallets.models import Wallet
-from wallets.selectors import WalletDetail
+from wallets.money import money_str, quantum, to_minor
 
 
 def wallet_data(
@@ -84,7 +84,7 @@ def _debt(wallet: Wallet) -> Decimal:
 
 class WalletCreateSerializer(serializers.Serializer):
     currency = serializers.ChoiceField(choices=[])
-    name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    name = StrictCharField(max_length=100, required=False, allow_blank=True)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -92,7 +92,9 @@ class WalletCreateSerializer(serializers.Serializer):
 
 
 class WalletUpdateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100, allow_blank=True)
+    """PATCH wallets/{id}/: only what is sent changes (nothing, for `{}`)."""
+
+    name = StrictCharField(max_length=100, allow_blank=True, required=False)
 
 
 OPERATION_TYPES = ("DEPOSIT", "WITHDRAW")

@@ -6,10 +6,12 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from fees import selectors as fee_selectors
 from wallet_project.api import (
     VALIDATION_ERROR,
     error_response,
 )
+from wallet_project.errors import WalletNotFound
 from wallet_project.lean import LeanMixin, json_response
 from wallets import selectors, services
 from wallets.api.serializers import (
@@ -40,6 +42,7 @@ NOT_FOUND = error_response("No such wallet among yours (`wallet_not_found`).")
     ),
     partial_update=extend_schema(
         summary="Rename a wallet",
+        description="Partial: only the fields sent change; `{}` changes nothing.",
         request=WalletUpdateSerializer,
         responses={200: WalletSerializer, 400: VALIDATION_ERROR, 404: NOT_FOUND},
     ),
@@ -54,23 +57,24 @@ class WalletViewSet(
     http_method_names = ["get", "post", "patch", "head", "options"]
 
     def get_queryset(self):
-        return selectors.wallet_list_for_user(user=self.request.user)
+        return fee_selectors.wallet_list_for_user(user=self.request.user)
 
     def lean_get(
         self, request: HttpRequest, user_id: UUID, **kwargs
     ) -> HttpResponse | None:
-        """GET wallets/{id}/ in one query (wallet, debt, active owner); anything
-        else, a 404 included, takes DRF's path (wallet_project.lean)."""
+        """GET wallets/{id}/ off DRF's envelope, by the same selector and row
+        builder as `retrieve`; anything else, a 404 included, takes DRF's path
+        (wallet_project.lean)."""
         if self.action_map.get("get") != "retrieve":
             return None
-        wallet = selectors.wallet_detail_for_user_id(
-            user_id=user_id, wallet_id=kwargs["pk"]
-        )
-        if wallet is None:
-            return None
-        return json_response(
-            wallet_data(wallet, balance=wallet.balance, debt=wallet.debt)
-        )
+        data = _wallet_detail(user_id, kwargs["pk"])
+        return None if data is None else json_response(data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        data = _wallet_detail(request.user.pk, pk)
+        if data is None:
+            raise WalletNotFound()
+        return Response(data)
 
     def get_object(self):
         return selectors.wallet_get_for_user(
@@ -84,7 +88,18 @@ class WalletViewSet(
         return Response(WalletSerializer(wallet).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, pk: str) -> Response:
-        data = WalletUpdateSerializer(data=request.data)
+        data = WalletUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         wallet = services.wallet_update(wallet=self.get_object(), **data.validated_data)
         return Response(WalletSerializer(wallet).data)
+
+
+def _wallet_detail(user_id: UUID, wallet_id: str) -> dict | None:
+    """One of the user's wallets as the API shows it (one query: the wallet, its
+    fee debt, an active owner), or None: the one data path of wallet detail."""
+    wallet = fee_selectors.wallet_detail_for_user_id(
+        user_id=user_id, wallet_id=wallet_id
+    )
+    if wallet is None:
+        return None
+    return wallet_data(wallet, balance=wallet.balance, debt=wallet.debt)

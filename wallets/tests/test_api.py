@@ -61,6 +61,34 @@ def test_rename_and_mass_assignment_is_ignored(auth_api, wallet):
     assert response.json()["status"] == "active"
 
 
+@pytest.mark.parametrize("body", [{}, {"balance": "5.00"}])
+def test_a_patch_without_name_changes_nothing_and_returns_the_wallet(
+    auth_api, wallet, body
+):
+    """PATCH is partial: an empty one (or one with only read-only fields) is a
+    200 with the wallet as it was."""
+    wallet.name = "Main"
+    wallet.save()
+    before = auth_api.get(f"/api/v1/wallets/{wallet.id}/").json()
+    response = auth_api.patch(f"/api/v1/wallets/{wallet.id}/", body, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json() == before
+    wallet.refresh_from_db()
+    assert wallet.name == "Main"
+
+
+def test_a_patch_name_is_still_validated(auth_api, wallet):
+    url = f"/api/v1/wallets/{wallet.id}/"
+    response = auth_api.patch(url, {"name": 12}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"name": ["Not a valid string."]}
+    assert auth_api.patch(url, {"name": None}, format="json").status_code == 400
+    response = auth_api.patch(url, {"name": "x" * 101}, format="json")
+    assert response.status_code == 400
+    assert "name" in response.json()
+    assert auth_api.patch(url, {"name": ""}, format="json").json()["name"] == ""
+
+
 @pytest.mark.parametrize("slash", ["", "/"])
 @pytest.mark.parametrize("field", ["operationType", "operation_type"])
 def test_deposit_via_both_paths_and_field_spellings(auth_api, wallet, slash, field):
