@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from our static files
     "django_filters",
     "django_celery_beat",
     "djmoney",
@@ -212,6 +213,11 @@ SIMPLE_JWT = {
 # deactivated in the admin is refused on every process at most this much later.
 JWT_USER_CACHE_SECONDS = env.int("JWT_USER_CACHE_SECONDS", default=0)
 SPECTACULAR_SETTINGS = {
+    # The docs pages' JavaScript and CSS from drf-spectacular-sidecar (our own
+    # static files), never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "TITLE": "Wallet API",
     "DESCRIPTION": (
         "Multi-currency e-wallet and double-entry ledger. Authenticate with "
