@@ -54,8 +54,12 @@ AMOUNT_STRING = re.compile(r"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
 
 @extend_schema_field(
     {
-        "type": "string",
-        "pattern": r"^(0|[1-9][0-9]*)(\.[0-9]{1,2})?$",
+        # A string (the spelling clients should use), or a JSON number, which the
+        # parser reads exactly as Decimal (wallet_project.parsers).
+        "oneOf": [
+            {"type": "string", "pattern": r"^(0|[1-9][0-9]*)(\.[0-9]{1,2})?$"},
+            {"type": "number"},
+        ],
         "example": "100.50",
     }
 )

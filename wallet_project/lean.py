@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from rest_framework import HTTP_HEADER_ENCODING
@@ -212,7 +213,7 @@ class LeanMixin:
         return None
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any):
-        if wants_plain_json(request):
+        if settings.LEAN_REQUESTS and wants_plain_json(request):
             if request.method == "GET":
                 response = self._lean_get(request, *args, **kwargs)
             elif request.method == "POST":

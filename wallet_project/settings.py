@@ -265,6 +265,9 @@ MAX_WALLET_BALANCE = Decimal(env.str("MAX_WALLET_BALANCE", default="100000000000
 # that arrive while another is being posted share its next DB transaction (one row
 # lock and one COMMIT for many operations, each checked and answered on its own).
 LEDGER_COALESCE = env.bool("LEDGER_COALESCE", default=True)
+# The lean envelope (wallet_project.lean) for the hot endpoints; false sends every
+# request through DRF's pipeline (the same data path: for A/B runs of make bench).
+LEAN_REQUESTS = env.bool("LEAN_REQUESTS", default=True)
 EXCHANGE_RATES_URL = env.str("EXCHANGE_RATES_URL", default="")
 RATE_MAX_AGE = timedelta(seconds=env.int("RATE_MAX_AGE_SECONDS", default=24 * 3600))
 # Every conversion keeps this many basis points of the converted amount (50 = 0.5%),

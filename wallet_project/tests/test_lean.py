@@ -163,3 +163,28 @@ def test_decimal_money_renders_as_drf_would():
     assert lean.json_bytes({"x": Decimal("1.5")}) == JSONRenderer().render(
         {"x": Decimal("1.5")}
     )
+
+
+@pytest.mark.django_db
+def test_lean_requests_off_sends_everything_through_drf(
+    settings, auth_api, wallet, monkeypatch
+):
+    """LEAN_REQUESTS=false (the A/B switch of make bench): the same answer, from
+    DRF's pipeline."""
+    from rest_framework.views import APIView
+
+    url = f"/api/v1/wallets/{wallet.id}/"
+    lean = auth_api.get(url)
+    settings.LEAN_REQUESTS = False
+    calls = []
+    initial = APIView.initial
+
+    def counting(self, request, *args, **kwargs):
+        calls.append(request.path)
+        return initial(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(APIView, "initial", counting)
+    drf = auth_api.get(url)
+    assert calls == [url]
+    assert drf.status_code == lean.status_code == 200
+    assert drf.content == lean.content
