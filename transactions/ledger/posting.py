@@ -191,17 +191,17 @@ def ledger_debit_many(
                 balance_after = book.apply(legs)
             except DomainError:
                 continue
-            txn = Transaction(
-                id=uuid.uuid4(),
+            txn_id = uuid.uuid4()
+            writes.add_posted(
+                txn_id,
                 kind=kind,
-                status=Transaction.Status.POSTED,
+                initiator_id=None,
                 description=debit.description,
                 metadata=debit.metadata,
-                created_at=now,
-                posted_at=now,
+                legs=legs,
+                balance_after=balance_after,
             )
-            writes.add(txn, legs, balance_after)
-            results[n] = Debited(txn.id, balance_after[0])  # type: ignore[arg-type]
+            results[n] = Debited(txn_id, balance_after[0])  # type: ignore[arg-type]
         if writes.deltas:
             writes.execute()
     return results
