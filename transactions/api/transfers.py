@@ -24,6 +24,7 @@ from wallet_project.api import (
     idempotent_response,
     well_formed_amount,
 )
+from wallet_project.fields import StrictCharField
 from wallet_project.lean import LeanMixin
 
 
@@ -36,7 +37,7 @@ class TransferSerializer(serializers.Serializer):
         max_length=32, help_text=_("The 16-digit number of the receiving wallet.")
     )
     amount = AmountField(help_text=_("In the source wallet's currency."))
-    description = serializers.CharField(
+    description = StrictCharField(
         max_length=255, required=False, allow_blank=True, default=""
     )
 

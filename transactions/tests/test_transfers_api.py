@@ -410,3 +410,15 @@ def test_an_exchange_shows_both_of_my_legs_in_my_history(
         ("8.95", "EUR", usd.number),  # 10 x 0.9 less 0.5%
     ]
     assert {e["kind"] for e in legs} == {"exchange"}
+
+
+@pytest.mark.parametrize("description", [42, 4.5, True, ["rent"]])
+def test_a_description_that_is_not_a_string_is_400(
+    auth_api, wallet, make_wallet, description
+):
+    """The schema says string: a number is not quietly stored as its text."""
+    receiver = make_wallet()
+    response = transfer(auth_api, wallet, receiver, "1.00", description=description)
+    assert response.status_code == 400
+    assert response.json() == {"description": ["Not a valid string."]}
+    assert balance(wallet) == Decimal("1000.00")
