@@ -11,13 +11,9 @@ from datetime import datetime
 
 from django.conf import settings
 
+from accounts.errors import CodeExpired, CodeUsed, VerificationSessionDead
 from accounts.models import VerificationSession
-from wallet_project.errors import (
-    CodeExpired,
-    CodeUsed,
-    DomainError,
-    VerificationSessionDead,
-)
+from wallet_project.errors import DomainError
 
 CODE_DIGITS = 6
 

@@ -35,14 +35,7 @@ from rest_framework_simplejwt.token_blacklist.models import (
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.codes import code_hash, code_matches, code_new, session_usable_or_error
-from accounts.models import User, VerificationSession, normalize_email
-from accounts.selectors import (
-    user_email_taken,
-    user_find_for_login,
-    user_phone_number_taken,
-)
-from accounts.tasks import verification_code_send
-from wallet_project.errors import (
+from accounts.errors import (
     AccountInactive,
     AccountLocked,
     CodeInvalid,
@@ -56,6 +49,13 @@ from wallet_project.errors import (
     VerificationSessionDead,
     VerificationSessionNotFound,
 )
+from accounts.models import User, VerificationSession, normalize_email
+from accounts.selectors import (
+    user_email_taken,
+    user_find_for_login,
+    user_phone_number_taken,
+)
+from accounts.tasks import verification_code_send
 
 T = TypeVar("T")
 Purpose = VerificationSession.Purpose

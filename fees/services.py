@@ -31,10 +31,11 @@ from django.utils.translation import gettext_lazy as _
 from djmoney.money import Money
 
 from accounts.models import User
+from fees.errors import FeeChargeNotWaivable
 from fees.models import FeeCharge
 from transactions.ledger import Debit, Leg, ledger_debit_many, ledger_post
 from transactions.models import Transaction
-from wallet_project.errors import FeeChargeNotWaivable, RateUnavailable
+from wallets.errors import RateUnavailable
 from wallets.models import Wallet
 from wallets.money import quantum
 from wallets.selectors import RATE_QUANTUM, rate_get, system_wallet

@@ -7,14 +7,20 @@ from uuid import UUID
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 
+from accounts.errors import ErrorCode as AccountsErrorCode
+from fees.errors import ErrorCode as FeesErrorCode
+from transactions.ledger import ErrorCode as LedgerErrorCode
 from transactions.ledger import IdempotencyRequest, IdempotentResponse
+from wallet_project.errors import DATABASE_UNAVAILABLE, DomainError, ErrorCode
+from wallets.errors import ErrorCode as WalletsErrorCode
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
@@ -31,9 +37,66 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 )
 
 
+def _error_classes(base: type) -> dict[str, type]:
+    """`base` and its subclasses, by the code each answers with (the first class
+    found for a code, the most general)."""
+    code = getattr(base, "code", None) or base.default_code  # type: ignore[attr-defined]
+    found: dict[str, type] = {code: base}
+    for cls in base.__subclasses__():
+        for sub_code, sub in _error_classes(cls).items():
+            found.setdefault(sub_code, sub)
+    return found
+
+
+# What a code without an error class of its own means.
+_UNCLASSED = {
+    ErrorCode.BAD_REQUEST: _("400: The request could not be read."),
+    ErrorCode.SERVER_ERROR: _("500: Internal server error (a bug: report it)."),
+    ErrorCode.SERVICE_UNAVAILABLE: format_lazy("503: {}", DATABASE_UNAVAILABLE),
+    AccountsErrorCode.BAD_AUTHORIZATION_HEADER: _(
+        "401: The Authorization header is not `Bearer <token>`."
+    ),
+    AccountsErrorCode.USER_NOT_FOUND: _("401: The token's user no longer exists."),
+    AccountsErrorCode.USER_INACTIVE: _("401: The token's user is deactivated."),
+    AccountsErrorCode.PASSWORD_CHANGED: _(
+        "401: The password was changed after the token was issued."
+    ),
+}
+
+
+def _error_choices() -> list[tuple[str, Any]]:
+    """Every code the API answers with, each app's enum in turn, labelled with
+    its HTTP status and message (the schema's `ErrorCode` enum)."""
+    classes = {
+        **_error_classes(exceptions.APIException),
+        **_error_classes(DomainError),
+    }
+    choices = []
+    for enum in (
+        ErrorCode,
+        AccountsErrorCode,
+        WalletsErrorCode,
+        LedgerErrorCode,
+        FeesErrorCode,
+    ):
+        for code in enum:
+            cls = classes.get(code)
+            if cls is None:
+                label = _UNCLASSED[code]
+            elif issubclass(cls, DomainError):
+                label = format_lazy("{}: {}", cls.status_code, cls.message)
+            else:
+                label = format_lazy("{}: {}", cls.status_code, cls.default_detail)
+            choices.append((code.value, label))
+    return choices
+
+
+ERROR_CODES = _error_choices()
+
+
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
-    code = serializers.CharField()
+    code = serializers.ChoiceField(choices=ERROR_CODES)
 
 
 def error_response(description: str) -> OpenApiResponse:

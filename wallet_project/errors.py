@@ -1,12 +1,20 @@
-"""Domain errors and the one place that turns exceptions into API responses.
+"""Error codes, the domain errors every app builds on, and the one place that
+turns exceptions into API responses.
 
 Services raise `DomainError` subclasses (never DRF exceptions). Each carries a
 stable machine `code` and an HTTP status; `exception_handler` renders them in
 DRF's shape: `{"detail": "...", "code": "..."}`.
+
+Every code is a member of one app's `ErrorCode` enum (an `ErrorCodes`), next to
+that app's errors: accounts.errors, wallets.errors, transactions.ledger.errors,
+fees.errors, and the project's own and the framework's below. A DomainError
+whose code is not in an enum does not import. The API schema publishes them all
+as one `ErrorCode` (wallet_project.api.ERROR_CODES).
 """
 
 import logging
 import sys
+from enum import StrEnum
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -20,10 +28,44 @@ from rest_framework.views import exception_handler as drf_exception_handler
 logger = logging.getLogger(__name__)
 
 
+class ErrorCodes(StrEnum):
+    """The base of every app's `ErrorCode` enum."""
+
+
+class ErrorCode(ErrorCodes):
+    """The project's own codes, and those DRF answers with (its exceptions'
+    default codes, which exception_handler adds to every error body)."""
+
+    ERROR = "error"
+    INVALID_INPUT = "invalid_input"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    RETRY_LATER = "retry_later"
+    BAD_REQUEST = "bad_request"
+    PERMISSION_DENIED = "permission_denied"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    SERVER_ERROR = "server_error"
+    PARSE_ERROR = "parse_error"
+    AUTHENTICATION_FAILED = "authentication_failed"
+    NOT_AUTHENTICATED = "not_authenticated"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    NOT_ACCEPTABLE = "not_acceptable"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    THROTTLED = "throttled"
+
+
 class DomainError(Exception):
     status_code = status.HTTP_400_BAD_REQUEST
-    code = "error"
+    code: ErrorCodes = ErrorCode.ERROR
     message = _("The request could not be completed.")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not isinstance(cls.code, ErrorCodes):
+            raise TypeError(
+                f"{cls.__qualname__}.code must be a member of an ErrorCode enum, "
+                f"not {cls.code!r}"
+            )
 
     def __init__(self, message=None, **params):
         self.params = params
@@ -36,132 +78,24 @@ class DomainError(Exception):
         return str(self.message) % self.params if self.params else str(self.message)
 
 
-class InvalidAmount(DomainError):
-    code = "invalid_amount"
-    message = _("The amount is not valid.")
-
-
-class InsufficientFunds(DomainError):
-    code = "insufficient_funds"
-    message = _("Insufficient funds.")
-
-
-class BalanceLimitExceeded(DomainError):
-    code = "balance_limit_exceeded"
-    message = _("The wallet's balance would exceed its limit.")
-
-
-class WalletBlocked(DomainError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "wallet_blocked"
-    message = _("The wallet is blocked and cannot send money.")
-
-
-class WalletNotFound(DomainError):
-    status_code = status.HTTP_404_NOT_FOUND
-    code = "wallet_not_found"
-    message = _("Wallet not found.")
-
-
-class WalletExists(DomainError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "wallet_exists"
-    message = _("You already have a wallet in this currency.")
-
-
-class SameWallet(DomainError):
-    code = "same_wallet"
-    message = _("The source and destination wallets are the same.")
-
-
-class UnsupportedCurrency(DomainError):
-    code = "unsupported_currency"
-    message = _("Unsupported currency.")
-
-
-class RateUnavailable(DomainError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    code = "rate_unavailable"
-    message = _("No current exchange rate is available for this conversion.")
-
-
-class IdempotencyConflict(DomainError):
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    code = "idempotency_key_reused"
-    message = _("This Idempotency-Key was already used with a different request.")
-
-
 class InvalidInput(DomainError):
     """A value the database refused (django.db.DataError: out of range, not of
     its type) that validation let through: still the client's input, so a 400."""
 
-    code = "invalid_input"
+    code = ErrorCode.INVALID_INPUT
     message = _("A value in the request is out of range or not valid.")
 
 
 class NotFound(DomainError):
     status_code = status.HTTP_404_NOT_FOUND
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
     message = _("Not found.")
 
 
 class Conflict(DomainError):
     status_code = status.HTTP_409_CONFLICT
-    code = "conflict"
+    code = ErrorCode.CONFLICT
     message = _("The request conflicts with the current state.")
-
-
-# --- Top-ups --------------------------------------------------------------------------
-
-
-class TopupNotFound(DomainError):
-    status_code = status.HTTP_404_NOT_FOUND
-    code = "topup_not_found"
-    message = _("Top-up not found.")
-
-
-class TopupAlreadyDecided(DomainError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "topup_already_decided"
-    message = _("This top-up has already been decided: %(status)s.")
-
-
-class TopupExpired(TopupAlreadyDecided):
-    code = "topup_expired"
-    message = _("This top-up has expired and can no longer be decided.")
-
-
-class InvalidCommission(DomainError):
-    code = "invalid_commission"
-    message = _("The commission must be between zero and the top-up amount.")
-
-
-# --- Accounts: verification codes and login ----------------------------------------------
-
-
-class VerificationSessionNotFound(DomainError):
-    code = "session_not_found"
-    message = _("Unknown verification session.")
-
-
-class CodeInvalid(DomainError):
-    code = "code_invalid"
-    message = _("The code is wrong. Attempts left: %(attempts_left)s.")
-
-
-class CodeExpired(DomainError):
-    code = "code_expired"
-    message = _("The code has expired. Request a new one.")
-
-
-class CodeUsed(DomainError):
-    code = "code_used"
-    message = _("This code has already been used.")
-
-
-class VerificationSessionDead(DomainError):
-    code = "session_dead"
-    message = _("Too many wrong codes: this session is closed. Start again.")
 
 
 class RetryLater(DomainError):
@@ -169,7 +103,7 @@ class RetryLater(DomainError):
     Retry-After header."""
 
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    code = "retry_later"
+    code = ErrorCode.RETRY_LATER
     message = _("Too many requests. Retry in %(retry_after)s seconds.")
 
     def __init__(self, message=None, *, retry_after: int, **params):
@@ -177,63 +111,11 @@ class RetryLater(DomainError):
         super().__init__(message, retry_after=retry_after, **params)
 
 
-class ResendTooSoon(RetryLater):
-    code = "resend_too_soon"
-    message = _("A new code can be requested in %(retry_after)s seconds.")
-
-
-class AccountLocked(RetryLater):
-    code = "account_locked"
-    message = _("Too many failed logins. Try again in %(retry_after)s seconds.")
-
-
-class InvalidCredentials(DomainError):
-    status_code = status.HTTP_401_UNAUTHORIZED
-    code = "invalid_credentials"
-    message = _("No active account found with the given credentials.")
-
-
-class RefreshTokenRevoked(DomainError):
-    status_code = status.HTTP_401_UNAUTHORIZED
-    code = "token_not_valid"
-    message = _("Token is blacklisted")
-
-
-class RefreshTokenNotYours(DomainError):
-    code = "token_not_yours"
-    message = _("This refresh token belongs to another account.")
-
-
-class AccountInactive(DomainError):
-    status_code = status.HTTP_401_UNAUTHORIZED
-    code = "no_active_account"
-    message = _("No active account found for the given token.")
-
-
-class EmailTaken(DomainError):
-    code = "email_taken"
-    message = _("A user with this email already exists.")
-
-
-class PhoneNumberTaken(DomainError):
-    code = "phone_taken"
-    message = _("A user with this phone number already exists.")
-
-
-# --- Fees ---------------------------------------------------------------------------------
-
-
-class FeeChargeNotWaivable(DomainError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "fee_charge_not_waivable"
-    message = _("Only an outstanding fee debt can be waived.")
-
-
 DATABASE_UNAVAILABLE = _("The service is temporarily unavailable. Please retry.")
 
 
 def _unavailable_body() -> dict:
-    return {"detail": str(DATABASE_UNAVAILABLE), "code": "service_unavailable"}
+    return {"detail": str(DATABASE_UNAVAILABLE), "code": ErrorCode.SERVICE_UNAVAILABLE}
 
 
 def exception_handler(exc, context):
@@ -273,28 +155,28 @@ def exception_handler(exc, context):
 
 def _default_code(exc) -> str:
     if isinstance(exc, (Http404, exceptions.NotFound)):
-        return "not_found"
+        return ErrorCode.NOT_FOUND
     if isinstance(exc, (PermissionDenied, exceptions.PermissionDenied)):
-        return "permission_denied"
-    return getattr(exc, "default_code", "error")
+        return ErrorCode.PERMISSION_DENIED
+    return getattr(exc, "default_code", ErrorCode.ERROR)
 
 
 # Django-level handlers (wired in urls.py): JSON for everything outside DRF views.
 def json_404(request, exception=None):
     return JsonResponse(
-        {"detail": str(_("Not found.")), "code": "not_found"}, status=404
+        {"detail": str(_("Not found.")), "code": ErrorCode.NOT_FOUND}, status=404
     )
 
 
 def json_400(request, exception=None):
     return JsonResponse(
-        {"detail": str(_("Bad request.")), "code": "bad_request"}, status=400
+        {"detail": str(_("Bad request.")), "code": ErrorCode.BAD_REQUEST}, status=400
     )
 
 
 def json_403(request, exception=None):
     return JsonResponse(
-        {"detail": str(_("Permission denied.")), "code": "permission_denied"},
+        {"detail": str(_("Permission denied.")), "code": ErrorCode.PERMISSION_DENIED},
         status=403,
     )
 
@@ -308,5 +190,6 @@ def json_500(request):
         response["Retry-After"] = "1"
         return response
     return JsonResponse(
-        {"detail": str(_("Internal server error.")), "code": "server_error"}, status=500
+        {"detail": str(_("Internal server error.")), "code": ErrorCode.SERVER_ERROR},
+        status=500,
     )

@@ -228,7 +228,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
-    "ENUM_NAME_OVERRIDES": {},
+    # Every error code the API answers, as one enum (wallet_project.api).
+    "ENUM_NAME_OVERRIDES": {"ErrorCode": "wallet_project.api.ERROR_CODES"},
 }
 
 # --- Internationalisation -----------------------------------------------------------

@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import User
-from wallet_project.errors import RateUnavailable, WalletNotFound
+from wallets.errors import RateUnavailable, WalletNotFound
 from wallets.models import ExchangeRate, Wallet
 from wallets.money import quantum
 

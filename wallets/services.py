@@ -11,7 +11,7 @@ from django.utils import timezone
 from djmoney.money import Money
 
 from accounts.models import User
-from wallet_project.errors import UnsupportedCurrency, WalletExists
+from wallets.errors import UnsupportedCurrency, WalletExists
 from wallets.models import ExchangeRate, Wallet
 from wallets.numbers import generate_number
 from wallets.rates import RateProviderError, rates_fetch

@@ -14,10 +14,14 @@ from fees import services
 from fees.models import FeeCharge
 from fees.services import FEE_BLOCK_REASON, FeeRunSummary, fee_charge_due
 from transactions import ledger
-from transactions.ledger import Debit, ledger_debit_many
+from transactions.ledger import (
+    Debit,
+    InsufficientFunds,
+    WalletBlocked,
+    ledger_debit_many,
+)
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
-from wallet_project.errors import InsufficientFunds, WalletBlocked
 from wallets.models import Wallet
 from wallets.selectors import system_wallet
 from wallets.services import wallet_block

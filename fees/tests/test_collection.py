@@ -10,9 +10,9 @@ from fees.models import FeeCharge
 from fees.selectors import fee_debt_total
 from fees.services import FEE_BLOCK_REASON, fee_charge_due
 from transactions import ledger
+from transactions.ledger import WalletBlocked
 from transactions.models import Transaction
 from transactions.selectors import ledger_reconcile
-from wallet_project.errors import WalletBlocked
 from wallets.models import Wallet
 
 pytestmark = pytest.mark.django_db

@@ -13,9 +13,9 @@ from conftest import run_in_threads
 from fees.models import FeeCharge
 from fees.services import fee_charge_due
 from transactions import ledger
+from transactions.ledger import InsufficientFunds, WalletBlocked
 from transactions.models import Transaction
 from transactions.selectors import ledger_reconcile
-from wallet_project.errors import InsufficientFunds, WalletBlocked
 from wallets.models import Wallet
 
 pytestmark = pytest.mark.django_db(transaction=True)

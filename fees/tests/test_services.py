@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
+from fees.errors import FeeChargeNotWaivable
 from fees.models import FeeCharge
 from fees.selectors import fee_debt_total
 from fees.services import (
@@ -17,9 +18,9 @@ from fees.services import (
     fee_debt_collect,
 )
 from transactions import ledger
+from transactions.ledger import WalletBlocked
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
-from wallet_project.errors import FeeChargeNotWaivable, WalletBlocked
 from wallets.models import Wallet
 from wallets.selectors import system_wallet
 from wallets.services import exchange_rate_set, wallet_block, wallet_unblock

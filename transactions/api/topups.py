@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsServiceAccount
 from transactions import ledger
+from transactions.ledger import TopupNotFound
 from transactions.models import TopUp
 from wallet_project.api import (
     IDEMPOTENCY_HEADER,
@@ -27,7 +28,6 @@ from wallet_project.api import (
     idempotency_request,
     idempotent_response,
 )
-from wallet_project.errors import TopupNotFound
 from wallet_project.fields import StrictCharField
 from wallets.money import money_str
 from wallets.selectors import wallet_get_for_user

@@ -9,6 +9,7 @@ everything else in the package is private.
   everything in one statement. A lone posting (`ledger_post`), a group-commit
   batch (group_commit.py) and the fee run's set-based debits
   (`ledger_debit_many`) all go through it.
+- Its refusals and their codes (errors.py): one `ErrorCode` enum.
 - One builder per kind of posting, used by every path: cash in/out
   (`cash_legs`), transfers and exchanges (`transfer_legs`), top-ups,
   adjustments; the fee's legs are built by the fees app from `Leg`s.
@@ -19,13 +20,27 @@ commit); entries are never updated or deleted.
 """
 
 from transactions.ledger.adjustments import (
-    AdjustmentSameOperator,
-    ReasonRequired,
     adjustment_approve,
     adjustment_reject,
     adjustment_request,
 )
 from transactions.ledger.cash import cash_legs, wallet_deposit, wallet_withdraw
+from transactions.ledger.errors import (
+    AdjustmentSameOperator,
+    BalanceLimitExceeded,
+    ErrorCode,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidAmount,
+    InvalidCommission,
+    ReasonRequired,
+    SameWallet,
+    TopupAlreadyDecided,
+    TopupExpired,
+    TopupNotFound,
+    TransactionNotPending,
+    WalletBlocked,
+)
 from transactions.ledger.group_commit import transfer_execute, wallet_operation
 from transactions.ledger.idempotency import (
     IdempotencyRequest,
@@ -35,7 +50,6 @@ from transactions.ledger.idempotency import (
 from transactions.ledger.posting import (
     Debit,
     Debited,
-    TransactionNotPending,
     credit_to_blocked_hook_register,
     ledger_debit_many,
     ledger_post,
@@ -55,14 +69,25 @@ from transactions.ledger.writer import Leg, Posting
 __all__ = [
     "TOPUP_DECISIONS",
     "AdjustmentSameOperator",
+    "BalanceLimitExceeded",
     "Debit",
     "Debited",
+    "ErrorCode",
+    "IdempotencyConflict",
     "IdempotencyRequest",
     "IdempotentResponse",
+    "InsufficientFunds",
+    "InvalidAmount",
+    "InvalidCommission",
     "Leg",
     "Posting",
     "ReasonRequired",
+    "SameWallet",
+    "TopupAlreadyDecided",
+    "TopupExpired",
+    "TopupNotFound",
     "TransactionNotPending",
+    "WalletBlocked",
     "adjustment_approve",
     "adjustment_reject",
     "adjustment_request",

@@ -6,20 +6,20 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.db import transaction
-from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
-from transactions.ledger.posting import TransactionNotPending, ledger_post
+from transactions.ledger.errors import (
+    AdjustmentSameOperator,
+    InsufficientFunds,
+    InvalidAmount,
+    ReasonRequired,
+    TransactionNotPending,
+)
+from transactions.ledger.posting import ledger_post
 from transactions.ledger.rules import amount_validate
 from transactions.ledger.writer import Leg, Posting
 from transactions.models import Transaction
-from wallet_project.errors import (
-    Conflict,
-    DomainError,
-    InsufficientFunds,
-    InvalidAmount,
-    WalletNotFound,
-)
+from wallets.errors import WalletNotFound
 from wallets.models import Wallet
 from wallets.selectors import system_wallet
 
@@ -30,16 +30,6 @@ from wallets.selectors import system_wallet
 # and only then does it post (the same row becomes POSTED with its entries and the
 # balance change, in one DB transaction) -- or rejects it. The other side of every
 # adjustment is the currency's `external` system wallet.
-
-
-class AdjustmentSameOperator(Conflict):
-    code = "adjustment_same_operator"
-    message = _("An adjustment must be confirmed by a different operator.")
-
-
-class ReasonRequired(DomainError):
-    code = "reason_required"
-    message = _("A reason is required.")
 
 
 def adjustment_request(

@@ -29,6 +29,7 @@ from django.utils import timezone
 from accounts.models import User
 from transactions.batching import Coalescer, Pending
 from transactions.ledger.cash import cash_legs, wallet_deposit, wallet_withdraw
+from transactions.ledger.errors import SameWallet
 from transactions.ledger.idempotency import (
     IdempotencyRequest,
     IdempotentResponse,
@@ -39,8 +40,9 @@ from transactions.ledger.rules import amount_validate
 from transactions.ledger.transfers import transfer_create, transfer_legs
 from transactions.ledger.writer import Book, GuardFailed, Leg, Posting, Writes
 from transactions.models import IdempotencyKey, Transaction
-from wallet_project.errors import DomainError, SameWallet, WalletNotFound
+from wallet_project.errors import DomainError
 from wallet_project.rendering import json_bytes
+from wallets.errors import WalletNotFound
 from wallets.models import Wallet
 from wallets.selectors import (
     conversion_quote,

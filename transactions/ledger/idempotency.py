@@ -13,8 +13,8 @@ from uuid import UUID
 from django.db import connection, transaction
 from django.utils import timezone
 
+from transactions.ledger.errors import IdempotencyConflict
 from transactions.models import IdempotencyKey
-from wallet_project.errors import IdempotencyConflict
 from wallet_project.rendering import json_bytes
 from wallets.models import Wallet
 

@@ -12,12 +12,12 @@ from uuid import UUID
 
 from django.db import connection, transaction
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
+from transactions.ledger.errors import InvalidAmount, TransactionNotPending
 from transactions.ledger.writer import Book, Leg, Posting, Writes, legs_check_balanced
 from transactions.models import Transaction
-from wallet_project.errors import Conflict, DomainError, InvalidAmount
+from wallet_project.errors import DomainError
 from wallets.models import Wallet
 
 # Called after a credit to a blocked wallet, in the same DB transaction, with the
@@ -30,11 +30,6 @@ _credit_to_blocked_hooks: list[CreditHook] = []
 def credit_to_blocked_hook_register(hook: CreditHook) -> None:
     if hook not in _credit_to_blocked_hooks:
         _credit_to_blocked_hooks.append(hook)
-
-
-class TransactionNotPending(Conflict):
-    code = "transaction_not_pending"
-    message = _("This transaction was already decided.")
 
 
 def ledger_post(

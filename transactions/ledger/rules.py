@@ -16,15 +16,14 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
-from wallet_project.errors import (
+from transactions.ledger.errors import (
     BalanceLimitExceeded,
-    DomainError,
     InsufficientFunds,
     InvalidAmount,
-    UnsupportedCurrency,
     WalletBlocked,
-    WalletNotFound,
 )
+from wallet_project.errors import DomainError
+from wallets.errors import UnsupportedCurrency, WalletNotFound
 from wallets.money import minor_digits, quantum
 
 ACTIVE = "active"  # Wallet.Status.ACTIVE (wallets.models), as the SQL spells it

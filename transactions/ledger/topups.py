@@ -13,16 +13,16 @@ from django.utils.translation import gettext_lazy as _
 from djmoney.money import Money
 
 from accounts.models import User
-from transactions.ledger.posting import ledger_post
-from transactions.ledger.rules import amount_validate
-from transactions.ledger.writer import Leg
-from transactions.models import TopUp, Transaction
-from wallet_project.errors import (
+from transactions.ledger.errors import (
     InvalidCommission,
     TopupAlreadyDecided,
     TopupExpired,
     TopupNotFound,
 )
+from transactions.ledger.posting import ledger_post
+from transactions.ledger.rules import amount_validate
+from transactions.ledger.writer import Leg
+from transactions.models import TopUp, Transaction
 from wallets.models import Wallet
 from wallets.money import minor_digits, money_str, quantum
 from wallets.selectors import system_wallet

@@ -10,11 +10,11 @@ from typing import Any
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
+from transactions.ledger.errors import InvalidAmount, SameWallet
 from transactions.ledger.posting import ledger_post
 from transactions.ledger.rules import amount_validate
 from transactions.ledger.writer import Leg, Posting
 from transactions.models import Transaction
-from wallet_project.errors import InvalidAmount, SameWallet
 from wallets.models import Wallet
 from wallets.money import money_str
 from wallets.selectors import (

@@ -41,10 +41,11 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DataError, connection
 
+from transactions.ledger.errors import InvalidAmount
 from transactions.ledger.rules import GUARD_SQL, leg_refusal
 from transactions.models import Transaction
 from wallet_project.db import execute_and_commit, prepared_fetchall, prepared_fetchone
-from wallet_project.errors import DomainError, InvalidAmount
+from wallet_project.errors import DomainError
 from wallets.models import Wallet
 
 

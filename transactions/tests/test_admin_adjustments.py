@@ -10,9 +10,10 @@ from django.db import connection
 
 from accounts.tests.operators import FINANCE, operator
 from transactions import ledger
+from transactions.ledger import InsufficientFunds, InvalidAmount
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
-from wallet_project.errors import InsufficientFunds, InvalidAmount, WalletNotFound
+from wallets.errors import WalletNotFound
 from wallets.models import Wallet
 from wallets.selectors import system_wallet
 from wallets.services import wallet_block

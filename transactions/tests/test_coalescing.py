@@ -14,10 +14,9 @@ from hypothesis import strategies as st
 from conftest import client_for, run_in_threads
 from transactions import ledger
 from transactions.batching import Coalescer
-from transactions.ledger import group_commit
+from transactions.ledger import InsufficientFunds, WalletBlocked, group_commit
 from transactions.models import Entry, IdempotencyKey, Transaction
 from transactions.selectors import ledger_reconcile
-from wallet_project.errors import InsufficientFunds, WalletBlocked
 from wallets.models import Wallet
 
 

@@ -7,9 +7,9 @@ import pytest
 
 from conftest import client_for, run_in_threads
 from transactions import ledger
+from transactions.ledger import InsufficientFunds
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
-from wallet_project.errors import InsufficientFunds
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from accounts.tests.factories import UserFactory
 from transactions import ledger
+from transactions.ledger import InvalidAmount
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
-from wallet_project.errors import InvalidAmount
 from wallets.models import Wallet
 from wallets.selectors import conversion_quote, system_wallet
 from wallets.services import exchange_rates_store, wallet_create

@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from transactions import ledger
+from transactions.ledger import InsufficientFunds, WalletBlocked
 from transactions.models import Entry
 from transactions.selectors import ledger_reconcile
-from wallet_project.errors import InsufficientFunds, WalletBlocked
 from wallets.services import wallet_block, wallet_unblock
 
 amounts = st.decimals(

@@ -4,15 +4,15 @@ import pytest
 from django.core.management import call_command
 
 from transactions import ledger
-from transactions.models import Entry, IdempotencyKey, Transaction
-from transactions.selectors import ledger_reconcile
-from wallet_project.errors import (
+from transactions.ledger import (
     BalanceLimitExceeded,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidAmount,
     WalletBlocked,
 )
+from transactions.models import Entry, IdempotencyKey, Transaction
+from transactions.selectors import ledger_reconcile
 from wallets.models import Wallet
 from wallets.selectors import system_wallet
 from wallets.services import wallet_block

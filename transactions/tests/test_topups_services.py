@@ -12,15 +12,15 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.tests.factories import UserFactory
 from transactions import ledger
-from transactions.models import TopUp
-from transactions.selectors import ledger_reconcile
-from wallet_project.errors import (
+from transactions.ledger import (
     InvalidAmount,
     InvalidCommission,
     TopupAlreadyDecided,
     TopupExpired,
     TopupNotFound,
 )
+from transactions.models import TopUp
+from transactions.selectors import ledger_reconcile
 
 pytestmark = pytest.mark.django_db
 

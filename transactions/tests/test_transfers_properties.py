@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 
 from accounts.tests.factories import UserFactory
 from transactions import ledger
-from transactions.models import Entry
-from transactions.selectors import ledger_reconcile
-from wallet_project.errors import (
+from transactions.ledger import (
     InsufficientFunds,
     InvalidAmount,
     SameWallet,
     WalletBlocked,
 )
+from transactions.models import Entry
+from transactions.selectors import ledger_reconcile
 from wallets.models import Wallet
 from wallets.selectors import conversion_quote
 from wallets.services import wallet_block, wallet_create, wallet_unblock

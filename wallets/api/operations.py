@@ -19,7 +19,6 @@ from wallet_project.api import (
     idempotent_response,
     well_formed_amount,
 )
-from wallet_project.errors import WalletNotFound
 from wallet_project.lean import LeanMixin
 from wallets import selectors
 from wallets.api.serializers import (
@@ -28,6 +27,7 @@ from wallets.api.serializers import (
     OperationSerializer,
 )
 from wallets.api.views import NOT_FOUND
+from wallets.errors import WalletNotFound
 from wallets.models import Wallet
 from wallets.money import money_str
 

@@ -11,7 +11,6 @@ from wallet_project.api import (
     VALIDATION_ERROR,
     error_response,
 )
-from wallet_project.errors import WalletNotFound
 from wallet_project.lean import LeanMixin, json_response
 from wallets import selectors, services
 from wallets.api.serializers import (
@@ -20,6 +19,7 @@ from wallets.api.serializers import (
     WalletUpdateSerializer,
     wallet_data,
 )
+from wallets.errors import WalletNotFound
 
 NOT_FOUND = error_response("No such wallet among yours (`wallet_not_found`).")
 

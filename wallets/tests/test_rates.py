@@ -9,7 +9,7 @@ import time_machine
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from wallet_project.errors import RateUnavailable
+from wallets.errors import RateUnavailable
 from wallets.models import ExchangeRate
 from wallets.selectors import Conversion, conversion_quote, rate_get
 from wallets.services import exchange_rate_set, exchange_rates_store

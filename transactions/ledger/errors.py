@@ -1,0 +1,92 @@
+"""The ledger's error codes and domain errors: why a posting is refused (the
+rules in rules.py word them), top-ups, adjustments, idempotency keys."""
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework import status
+
+from wallet_project.errors import Conflict, DomainError, ErrorCodes
+
+
+class ErrorCode(ErrorCodes):
+    INVALID_AMOUNT = "invalid_amount"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    BALANCE_LIMIT_EXCEEDED = "balance_limit_exceeded"
+    WALLET_BLOCKED = "wallet_blocked"
+    SAME_WALLET = "same_wallet"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    TOPUP_NOT_FOUND = "topup_not_found"
+    TOPUP_ALREADY_DECIDED = "topup_already_decided"
+    TOPUP_EXPIRED = "topup_expired"
+    INVALID_COMMISSION = "invalid_commission"
+    ADJUSTMENT_SAME_OPERATOR = "adjustment_same_operator"
+    REASON_REQUIRED = "reason_required"
+    TRANSACTION_NOT_PENDING = "transaction_not_pending"
+
+
+class InvalidAmount(DomainError):
+    code = ErrorCode.INVALID_AMOUNT
+    message = _("The amount is not valid.")
+
+
+class InsufficientFunds(DomainError):
+    code = ErrorCode.INSUFFICIENT_FUNDS
+    message = _("Insufficient funds.")
+
+
+class BalanceLimitExceeded(DomainError):
+    code = ErrorCode.BALANCE_LIMIT_EXCEEDED
+    message = _("The wallet's balance would exceed its limit.")
+
+
+class WalletBlocked(DomainError):
+    status_code = status.HTTP_409_CONFLICT
+    code = ErrorCode.WALLET_BLOCKED
+    message = _("The wallet is blocked and cannot send money.")
+
+
+class SameWallet(DomainError):
+    code = ErrorCode.SAME_WALLET
+    message = _("The source and destination wallets are the same.")
+
+
+class IdempotencyConflict(DomainError):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = ErrorCode.IDEMPOTENCY_KEY_REUSED
+    message = _("This Idempotency-Key was already used with a different request.")
+
+
+class TopupNotFound(DomainError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = ErrorCode.TOPUP_NOT_FOUND
+    message = _("Top-up not found.")
+
+
+class TopupAlreadyDecided(DomainError):
+    status_code = status.HTTP_409_CONFLICT
+    code = ErrorCode.TOPUP_ALREADY_DECIDED
+    message = _("This top-up has already been decided: %(status)s.")
+
+
+class TopupExpired(TopupAlreadyDecided):
+    code = ErrorCode.TOPUP_EXPIRED
+    message = _("This top-up has expired and can no longer be decided.")
+
+
+class InvalidCommission(DomainError):
+    code = ErrorCode.INVALID_COMMISSION
+    message = _("The commission must be between zero and the top-up amount.")
+
+
+class AdjustmentSameOperator(Conflict):
+    code = ErrorCode.ADJUSTMENT_SAME_OPERATOR
+    message = _("An adjustment must be confirmed by a different operator.")
+
+
+class ReasonRequired(DomainError):
+    code = ErrorCode.REASON_REQUIRED
+    message = _("A reason is required.")
+
+
+class TransactionNotPending(Conflict):
+    code = ErrorCode.TRANSACTION_NOT_PENDING
+    message = _("This transaction was already decided.")
