@@ -175,7 +175,7 @@ def ledger_debit_many(
         book = Book.lock(ids=wallet_ids)
         writes = Writes(now)
         for n, debit in enumerate(debits):
-            wallet = book.by_id.get(debit.wallet_id)
+            wallet = book.ref(debit.wallet_id)
             if wallet is None or wallet.currency != debit.counterpart.currency:
                 continue
             legs = [

@@ -57,7 +57,7 @@ class Leg:
     and an operator's adjustment use it.
     """
 
-    wallet: Wallet
+    wallet: Wallet | WalletRef
     amount: Decimal
     allow_blocked: bool = False
 
@@ -83,35 +83,72 @@ def legs_check_balanced(legs: Sequence[Leg]) -> None:
 
 _LOCK_SQL = """
 SELECT {columns} FROM wallets_wallet
- WHERE kind = 'user' AND (id = ANY(%s::uuid[]) OR number = ANY(%s::varchar[]))
+ WHERE kind = 'user'
+   AND (id = ANY(string_to_array(%s, ',')::uuid[])
+        OR number = ANY(string_to_array(%s, ',')::varchar[]))
  ORDER BY id
    FOR UPDATE
 """
+# The ids and numbers travel as one comma-separated string each: an array
+# parameter is quoted element by element on the client (numbers are digits).
+
+_WALLET_COLUMNS = [f.column for f in Wallet._meta.concrete_fields]
+_ID, _CURRENCY, _STATUS, _BALANCE = (
+    _WALLET_COLUMNS.index(column) for column in ("id", "currency", "status", "balance")
+)
 
 
 @functools.cache
 def _lock_sql() -> str:
-    columns = ", ".join(f.column for f in Wallet._meta.concrete_fields)
-    return _LOCK_SQL.format(columns=columns)
+    return _LOCK_SQL.format(columns=", ".join(_WALLET_COLUMNS))
+
+
+@dataclass(frozen=True)
+class WalletRef:
+    """What a leg needs of a locked user wallet, without building the model
+    instance (the fee run posts thousands at once)."""
+
+    id: UUID
+    currency: str
+    kind: str = Wallet.Kind.USER
 
 
 @dataclass
 class Book:
-    """The locked user wallets and their balances as the postings go."""
+    """The locked user wallets (their rows as read) and their balances and
+    statuses as the postings go. The model instances are built when first
+    asked for."""
 
-    by_id: dict[UUID, Wallet]
-    by_number: dict[str, Wallet]
+    rows: dict[UUID, tuple]
     balances: dict[UUID, Decimal]
+    statuses: dict[UUID, str]
 
     @classmethod
     def lock(cls, *, ids: Iterable[UUID] = (), numbers: Iterable[str] = ()) -> Book:
-        rows = prepared_fetchall(_lock_sql(), [sorted(set(ids)), sorted(set(numbers))])
-        wallets = [Wallet.from_db(connection.alias, None, row) for row in rows]
-        return cls(
-            by_id={w.id: w for w in wallets},
-            by_number={w.number: w for w in wallets},
-            balances={w.id: w.balance.amount for w in wallets},
+        rows = prepared_fetchall(
+            _lock_sql(),
+            [",".join(map(str, sorted(set(ids)))), ",".join(sorted(set(numbers)))],
         )
+        return cls(
+            rows={row[_ID]: row for row in rows},
+            balances={row[_ID]: row[_BALANCE] for row in rows},
+            statuses={row[_ID]: row[_STATUS] for row in rows},
+        )
+
+    @functools.cached_property
+    def by_id(self) -> dict[UUID, Wallet]:
+        return {
+            wallet_id: Wallet.from_db(connection.alias, None, row)
+            for wallet_id, row in self.rows.items()
+        }
+
+    @functools.cached_property
+    def by_number(self) -> dict[str, Wallet]:
+        return {wallet.number: wallet for wallet in self.by_id.values()}
+
+    def ref(self, wallet_id: UUID) -> WalletRef | None:
+        row = self.rows.get(wallet_id)
+        return None if row is None else WalletRef(wallet_id, row[_CURRENCY])
 
     def apply(self, legs: Sequence[Leg]) -> list[Decimal | None]:
         """Check `legs` and move the book's balances; each leg's balance_after
@@ -131,12 +168,12 @@ class Book:
             leg = legs[i]
             if leg.wallet.id in stopped:
                 continue
-            wallet = self.by_id.get(leg.wallet.id)
+            status = self.statuses.get(leg.wallet.id)
             balance = balances.get(leg.wallet.id, self.balances.get(leg.wallet.id))
             refusal = leg_refusal(
-                found=wallet is not None,
+                found=status is not None,
                 balance=balance or Decimal(0),
-                status=wallet.status if wallet is not None else "",
+                status=status or "",
                 amount=leg.amount,
                 allow_blocked=leg.allow_blocked,
             )
@@ -152,14 +189,16 @@ class Book:
         return after
 
     def status(self, wallet_id: UUID) -> str:
-        return self.by_id[wallet_id].status
+        return self.statuses[wallet_id]
 
 
 _WRITE_SQL = """
 WITH d AS (
     SELECT *
-      FROM unnest(%(wallet_ids)s::uuid[], %(deltas)s::numeric[],
-                  %(allow_blocked)s::boolean[]) AS d (id, delta, allow_blocked)
+      FROM unnest(string_to_array(%(wallet_ids)s, ',')::uuid[],
+                  string_to_array(%(deltas)s, ',')::numeric[],
+                  string_to_array(%(allow_blocked)s, ',')::boolean[])
+           AS d (id, delta, allow_blocked)
 ),
 w AS (
     UPDATE wallets_wallet AS w
@@ -183,9 +222,12 @@ e AS (
            (transaction_id, wallet_id, currency, amount, balance_after, created_at)
     SELECT v.transaction_id, v.wallet_id, v.currency, v.amount, v.balance_after,
            %(now)s
-      FROM unnest(%(entry_txns)s::uuid[], %(entry_wallets)s::uuid[],
-                  %(entry_currencies)s::varchar[], %(entry_amounts)s::numeric[],
-                  %(entry_balances)s::numeric[]) WITH ORDINALITY
+      FROM unnest(string_to_array(%(entry_txns)s, ',')::uuid[],
+                  string_to_array(%(entry_wallets)s, ',')::uuid[],
+                  string_to_array(%(entry_currencies)s, ',')::varchar[],
+                  string_to_array(%(entry_amounts)s, ',')::numeric[],
+                  string_to_array(%(entry_balances)s, ',', 'NULL')::numeric[])
+           WITH ORDINALITY
            AS v (transaction_id, wallet_id, currency, amount, balance_after, n)
      ORDER BY v.n
 ),
@@ -206,17 +248,23 @@ _WRITE_SQL = _WRITE_SQL.replace("{guard}", GUARD_SQL)
 # COMMIT, so whatever it finds must abort the transaction by itself. Every wallet
 # updated (its UPDATE's condition held) and every idempotency key claimed, or a
 # division by zero (the one division here) rolls the whole statement back.
-# Transactions and keys travel as one JSON document each: their free-text columns
-# (descriptions, metadata, response bodies) as text arrays would be quoted element
-# by element on the client, which cost the fee run a fifth of its time.
+# Nothing travels as an array parameter, which psycopg quotes element by element
+# on the client (it cost the fee run a fifth of its time): transactions and keys
+# (free text: descriptions, metadata, response bodies) as one JSON document each,
+# the wallets' changes and the entries (ids, codes, numbers) as one
+# comma-separated string per column, split by the server.
 
-_COLUMNS = (
+_ENTRY_COLUMNS = (
     "entry_txns",
     "entry_wallets",
     "entry_currencies",
     "entry_amounts",
     "entry_balances",
 )
+
+
+def _text(value: Any) -> str:
+    return "NULL" if value is None else str(value)
 
 
 class GuardFailed(Exception):
@@ -318,14 +366,18 @@ class Writes:
         """The statement (prepared); with `commit`, together with the COMMIT
         of the outermost atomic block, in one round trip. GuardFailed if its
         guard rolled it back."""
-        params: dict[str, Any] = {name: self.columns[name] for name in _COLUMNS}
+        params: dict[str, Any] = {
+            name: ",".join(map(_text, self.columns[name])) for name in _ENTRY_COLUMNS
+        }
         params.update(
             transactions=json.dumps(self.transactions, cls=DjangoJSONEncoder),
             keys=json.dumps(self.key_rows),
             now=self.now,
-            wallet_ids=list(self.deltas),
-            deltas=list(self.deltas.values()),
-            allow_blocked=[self.allow_blocked[w] for w in self.deltas],
+            wallet_ids=",".join(map(str, self.deltas)),
+            deltas=",".join(map(str, self.deltas.values())),
+            allow_blocked=",".join(
+                "t" if self.allow_blocked[w] else "f" for w in self.deltas
+            ),
             max_balance=settings.MAX_WALLET_BALANCE,
             wallet_count=len(self.deltas),
             key_count=len(self.keys),
