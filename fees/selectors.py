@@ -70,6 +70,7 @@ class WalletDetail(NamedTuple):
     name: str
     currency: str
     balance: Decimal
+    held: Decimal
     status: str
     blocked_reason: str
     next_fee_at: datetime | None
@@ -82,7 +83,7 @@ class WalletDetail(NamedTuple):
 def _wallet_detail_sql() -> str:
     user_model = Wallet._meta.get_field("owner").related_model._meta  # type: ignore[union-attr]
     return (
-        "SELECT w.id, w.number, w.name, w.currency, w.balance, w.status,"  # noqa: S608 - model names
+        "SELECT w.id, w.number, w.name, w.currency, w.balance, w.held, w.status,"  # noqa: S608 - model names
         " w.blocked_reason, w.next_fee_at, w.created_at, w.updated_at, "
         f"{fee_debt_total_sql(wallet_id_column='w.id')}"
         f" FROM {Wallet._meta.db_table} w"

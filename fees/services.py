@@ -135,14 +135,15 @@ class _Settlement:
 def _settle(
     wallet: Wallet, balance: Decimal, charges: Iterable[FeeCharge], now: datetime
 ) -> _Settlement:
-    """Pay `charges` (oldest first) from the locked wallet while the balance
-    covers the next one; stop at the first it does not cover, so a newer fee is
-    never paid before an older debt."""
+    """Pay `charges` (oldest first) from the locked wallet while its available
+    balance (`balance` less the money held) covers the next one; stop at the
+    first it does not cover, so a newer fee is never paid before an older
+    debt. Money held for a payout is out of the fee's reach."""
     fees_wallet = system_wallet(wallet.currency, Wallet.SystemCode.FEES)
     result = _Settlement(balance, [], [])
     for charge in charges:
         amount = charge.amount.amount
-        if result.outstanding or amount > result.balance:
+        if result.outstanding or amount > result.balance - wallet.held:
             result.outstanding.append(charge)
             continue
         description, metadata = fee_posting_text(
@@ -479,7 +480,7 @@ def _charge_batch(
                 due = due.filter(pk__gt=after)
             rows = list(
                 due.order_by("pk").values_list(
-                    "pk", "currency", "balance", "status", "next_fee_at"
+                    "pk", "currency", "balance", "held", "status", "next_fee_at"
                 )[:size]
             )
             claimed = [row[0] for row in rows]
@@ -488,7 +489,7 @@ def _charge_batch(
             with_charges = _with_charges(claimed)
             payers: list[_Due] = []
             debtors: list[_Due] = []
-            for wallet_id, currency, balance, status, next_fee_at in rows:
+            for wallet_id, currency, balance, held, status, next_fee_at in rows:
                 try:
                     quote = quote_for(currency)
                 except RateUnavailable:
@@ -502,7 +503,8 @@ def _charge_batch(
                     unusual.append(wallet_id)
                     continue
                 due_now = _Due(wallet_id, next_fee_at, quote)
-                (payers if quote.amount <= balance else debtors).append(due_now)
+                payer = quote.amount <= balance - held  # what is available
+                (payers if payer else debtors).append(due_now)
             paid = _pay(payers, unusual)
             _record(paid, debtors)
             outcome.wallets = len(paid) + len(debtors)

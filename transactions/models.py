@@ -27,6 +27,7 @@ class Transaction(models.Model):
         COMMISSION = "commission", _("commission")
         ADJUSTMENT = "adjustment", _("adjustment")
         REVERSAL = "reversal", _("reversal")
+        PAYOUT = "payout", _("payout")
 
     class Status(models.TextChoices):
         PENDING = "pending", _("pending")
@@ -217,3 +218,187 @@ class TopUp(models.Model):
         if self.status != self.Status.PENDING:
             return None
         return self.created_at + settings.TOPUP_TTL
+
+
+class Hold(models.Model):
+    """Money reserved on a user wallet without posting it (the first phase of a
+    two-phase movement: a payout). While active its amount is in the wallet's
+    `held` and out of every debit's reach. It resolves exactly once: captured
+    (part or all of it posted by one transaction, the rest released), voided
+    (released, with a reason) or expired (released at `expires_at`, never
+    before; an expired hold cannot be captured). Only the ledger writes it
+    (transactions.ledger.holds), under the wallet's row lock.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("active")
+        CAPTURED = "captured", _("captured")
+        VOIDED = "voided", _("voided")
+        EXPIRED = "expired", _("expired")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    wallet = models.ForeignKey(
+        "wallets.Wallet", on_delete=models.PROTECT, related_name="holds"
+    )
+    amount = models.DecimalField(_("amount"), max_digits=20, decimal_places=2)
+    currency = models.CharField(_("currency"), max_length=3)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.ACTIVE
+    )
+    captured_amount = models.DecimalField(
+        _("captured amount"), max_digits=20, decimal_places=2, null=True, blank=True
+    )
+    transaction = models.OneToOneField(
+        Transaction,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="hold",
+    )
+    description = models.CharField(_("description"), max_length=255, blank=True)
+    reason = models.CharField(_("reason"), max_length=255, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(_("expires at"))
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("hold")
+        verbose_name_plural = _("holds")
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="hold_amount_positive"
+            ),
+            # Captured <=> posted by its transaction, for at most the amount held.
+            models.CheckConstraint(
+                condition=(
+                    Q(status="captured")
+                    & Q(transaction__isnull=False)
+                    & Q(captured_amount__gt=0)
+                    & Q(captured_amount__lte=models.F("amount"))
+                )
+                | (
+                    ~Q(status="captured")
+                    & Q(transaction__isnull=True)
+                    & Q(captured_amount__isnull=True)
+                ),
+                name="hold_captured_has_transaction",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="active", resolved_at__isnull=True)
+                | (~Q(status="active") & Q(resolved_at__isnull=False)),
+                name="hold_resolved_has_time",
+            ),
+        ]
+        indexes = [
+            # The expiry sweep: active holds, the oldest expiry first.
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(status="active"),
+                name="hold_active_expiry_idx",
+            ),
+            models.Index(fields=["wallet", "status"], name="hold_wallet_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"hold {self.amount} {self.currency} ({self.status})"
+
+
+class Payout(models.Model):
+    """Money out through the payment provider, two-phase: created `pending`
+    with its amount held on the wallet (`hold`) at once; the provider then
+    decides: `paid` captures the hold into one `payout` transaction (wallet ->
+    the `provider` system wallet), `failed` releases it. The owner may cancel a
+    pending payout (released); a pending payout older than PAYOUT_TTL expires
+    (released). Every decision is final.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("pending")
+        PAID = "paid", _("paid")
+        FAILED = "failed", _("failed")
+        CANCELED = "canceled", _("canceled")
+        EXPIRED = "expired", _("expired")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    wallet = models.ForeignKey(
+        "wallets.Wallet", on_delete=models.PROTECT, related_name="payouts"
+    )
+    hold = models.OneToOneField(Hold, on_delete=models.PROTECT, related_name="payout")
+    amount = MoneyField(
+        _("amount"),
+        max_digits=20,
+        decimal_places=2,
+        default_currency=None,
+        currency_field_name="currency",
+    )
+    destination = models.CharField(_("destination"), max_length=64)
+    description = models.CharField(_("description"), max_length=255, blank=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    provider_reference = models.CharField(
+        _("provider reference"), max_length=255, blank=True
+    )
+    failure_reason = models.CharField(_("failure reason"), max_length=255, blank=True)
+    transaction = models.OneToOneField(
+        Transaction,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="payout",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(_("expires at"))
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("payout")
+        verbose_name_plural = _("payouts")
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="payout_amount_positive"
+            ),
+            models.CheckConstraint(
+                condition=(Q(status="paid") & Q(transaction__isnull=False))
+                | (~Q(status="paid") & Q(transaction__isnull=True)),
+                name="payout_paid_has_transaction",
+            ),
+        ]
+        indexes = [
+            # The provider's queue and the expiry sweep: pending, oldest first.
+            models.Index(fields=["status", "created_at"], name="payout_status_idx"),
+            models.Index(fields=["wallet", "-created_at"], name="payout_wallet_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"payout {self.amount} ({self.status})"

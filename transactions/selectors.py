@@ -180,6 +180,7 @@ class ReconcileReport:
     balance_mismatches: list[str] = field(default_factory=list)
     unbalanced_transactions: list[str] = field(default_factory=list)
     negative_balances: list[str] = field(default_factory=list)
+    held_mismatches: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -187,15 +188,19 @@ class ReconcileReport:
             self.balance_mismatches
             or self.unbalanced_transactions
             or self.negative_balances
+            or self.held_mismatches
         )
 
 
 _WALLET_BATCH_SQL = """
-SELECT w.id, w.number, w.kind, w.currency, w.balance, COALESCE(SUM(e.amount), 0)
+SELECT w.id, w.number, w.kind, w.currency, w.balance, COALESCE(SUM(e.amount), 0),
+       w.held,
+       (SELECT COALESCE(SUM(h.amount), 0) FROM transactions_hold h
+         WHERE h.wallet_id = w.id AND h.status = 'active')
   FROM wallets_wallet w
   LEFT JOIN transactions_entry e ON e.wallet_id = w.id
  WHERE w.id > %s
- GROUP BY w.id, w.number, w.kind, w.currency, w.balance
+ GROUP BY w.id, w.number, w.kind, w.currency, w.balance, w.held
  ORDER BY w.id
  LIMIT %s
 """
@@ -212,8 +217,9 @@ def ledger_reconcile(
     *, batch_size: int = 2000, progress: Callable[[int], None] | None = None
 ) -> ReconcileReport:
     """Check the ledger's invariants: every user wallet's cached balance equals
-    the sum of its entries and is not negative, system wallets keep no cached
-    balance, and every transaction balances per currency."""
+    the sum of its entries and is not negative, its money held equals the sum
+    of its active holds and is within the balance, system wallets keep no
+    cached balance, and every transaction balances per currency."""
     report = ReconcileReport()
     last_id: Any = _db_uuid(UUID(int=0))
     with connection.cursor() as cursor:
@@ -222,8 +228,14 @@ def ledger_reconcile(
             rows = cursor.fetchall()
             if not rows:
                 break
-            for _wallet_id, number, kind, currency, balance, total in rows:
+            for _wallet_id, number, kind, currency, balance, total, *held in rows:
                 balance, total = Decimal(str(balance)), Decimal(str(total))
+                held_cached, held_sum = held
+                if held_cached != held_sum or held_cached > balance:
+                    report.held_mismatches.append(
+                        f"wallet {number} ({kind}, {currency}): held {held_cached}, "
+                        f"active holds sum to {held_sum}, balance {balance}"
+                    )
                 expected = total if kind == Wallet.Kind.USER else Decimal(0)
                 if balance != expected:
                     report.balance_mismatches.append(

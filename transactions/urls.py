@@ -1,5 +1,12 @@
 from django.urls import path
 
+from transactions.api.payouts import (
+    PayoutCancelView,
+    PayoutDetailView,
+    ServicePayoutDetailView,
+    ServicePayoutListView,
+    WalletPayoutView,
+)
 from transactions.api.topups import (
     ServiceTopUpDetailView,
     ServiceTopUpListView,
@@ -36,5 +43,25 @@ urlpatterns = [
         "service/topups/<str:topup_id>/",
         ServiceTopUpDetailView.as_view(),
         name="service-topup-detail",
+    ),
+    # Payouts: the owner's side, then the payment provider's (service accounts).
+    path(
+        "wallets/<str:wallet_id>/payouts/",
+        WalletPayoutView.as_view(),
+        name="wallet-payouts",
+    ),
+    path("payouts/<str:payout_id>/", PayoutDetailView.as_view(), name="payout-detail"),
+    path(
+        "payouts/<str:payout_id>/cancel/",
+        PayoutCancelView.as_view(),
+        name="payout-cancel",
+    ),
+    path(
+        "service/payouts/", ServicePayoutListView.as_view(), name="service-payout-list"
+    ),
+    path(
+        "service/payouts/<str:payout_id>/",
+        ServicePayoutDetailView.as_view(),
+        name="service-payout-detail",
     ),
 ]

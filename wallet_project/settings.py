@@ -319,6 +319,15 @@ CELERY_BEAT_SCHEDULE["transactions-expire-topups"] = {
     "schedule": timedelta(seconds=env.int("TOPUP_EXPIRE_EVERY_SECONDS", default=300)),
 }
 
+# --- Payouts and holds ------------------------------------------------------------------
+# A pending payout older than this expires (its hold is released); the provider can no
+# longer decide it. Holds expire at their own `expires_at`, checked every minute.
+PAYOUT_TTL = timedelta(seconds=env.int("PAYOUT_TTL_SECONDS", default=24 * 3600))
+CELERY_BEAT_SCHEDULE["transactions-expire-holds"] = {
+    "task": "transactions.tasks.expire_holds",
+    "schedule": 60.0,
+}
+
 # --- Accounts: verification codes, login lockout, throttling ----------------------------
 VERIFICATION_CODE_TTL = timedelta(
     seconds=env.int("VERIFICATION_CODE_TTL_SECONDS", default=600)

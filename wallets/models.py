@@ -52,6 +52,12 @@ class Wallet(models.Model):
         currency_field_name="currency",
         editable=False,
     )
+    # The sum of the wallet's active holds (transactions.Hold), in its currency:
+    # money reserved, still in `balance`, not available to any debit. Written
+    # only by the ledger's writer, in the same UPDATE as the balance.
+    held = models.DecimalField(
+        _("held"), max_digits=20, decimal_places=2, default=0, editable=False
+    )
     status = models.CharField(
         max_length=8, choices=Status.choices, default=Status.ACTIVE, editable=False
     )
@@ -77,6 +83,11 @@ class Wallet(models.Model):
                 name="wallet_user_balance_non_negative",
             ),
             models.CheckConstraint(
+                condition=Q(held=0)
+                | (Q(kind="user") & Q(held__gt=0) & Q(balance__gte=models.F("held"))),
+                name="wallet_held_within_balance",
+            ),
+            models.CheckConstraint(
                 condition=(Q(kind="user") & Q(owner__isnull=False) & Q(system_code=""))
                 | (Q(kind="system") & Q(owner__isnull=True) & ~Q(system_code="")),
                 name="wallet_kind_matches_owner",
@@ -94,6 +105,11 @@ class Wallet(models.Model):
         if self.kind == self.Kind.SYSTEM:
             return f"{self.system_code} {self.currency}"
         return f"{self.number} ({self.currency})"
+
+    @property
+    def available_balance(self):
+        """What a debit may take: the balance less the money held."""
+        return self.balance.amount - self.held
 
     @property
     def is_blocked(self) -> bool:

@@ -10,6 +10,9 @@ everything else in the package is private.
   batch (group_commit.py) and the fee run's set-based debits
   (`ledger_debit_many`) all go through it.
 - Its refusals and their codes (errors.py): one `ErrorCode` enum.
+- Holds (holds.py): money reserved now and captured, voided or expired later,
+  through the same writer (the wallet's `held`, which every debit's rule
+  subtracts); payouts (payouts.py) are built on them.
 - One builder per kind of posting, used by every path: cash in/out
   (`cash_legs`), transfers and exchanges (`transfer_legs`), top-ups,
   adjustments; the fee's legs are built by the fees app from `Leg`s.
@@ -29,10 +32,17 @@ from transactions.ledger.errors import (
     AdjustmentSameOperator,
     BalanceLimitExceeded,
     ErrorCode,
+    HoldExpired,
+    HoldNotActive,
+    HoldNotFound,
+    HoldOfPayout,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidAmount,
     InvalidCommission,
+    PayoutAlreadyDecided,
+    PayoutExpired,
+    PayoutNotFound,
     ReasonRequired,
     SameWallet,
     TopupAlreadyDecided,
@@ -42,10 +52,24 @@ from transactions.ledger.errors import (
     WalletBlocked,
 )
 from transactions.ledger.group_commit import transfer_execute, wallet_operation
+from transactions.ledger.holds import (
+    hold_capture,
+    hold_create,
+    hold_expire_due,
+    hold_void,
+)
 from transactions.ledger.idempotency import (
     IdempotencyRequest,
     IdempotentResponse,
     idempotency_execute,
+)
+from transactions.ledger.payouts import (
+    PAYOUT_DECISIONS,
+    payout_cancel,
+    payout_create,
+    payout_decide,
+    payout_expire_stale,
+    payout_is_stale,
 )
 from transactions.ledger.posting import (
     Debit,
@@ -67,12 +91,17 @@ from transactions.ledger.transfers import transfer_create, transfer_legs
 from transactions.ledger.writer import Leg, Posting
 
 __all__ = [
+    "PAYOUT_DECISIONS",
     "TOPUP_DECISIONS",
     "AdjustmentSameOperator",
     "BalanceLimitExceeded",
     "Debit",
     "Debited",
     "ErrorCode",
+    "HoldExpired",
+    "HoldNotActive",
+    "HoldNotFound",
+    "HoldOfPayout",
     "IdempotencyConflict",
     "IdempotencyRequest",
     "IdempotentResponse",
@@ -80,6 +109,9 @@ __all__ = [
     "InvalidAmount",
     "InvalidCommission",
     "Leg",
+    "PayoutAlreadyDecided",
+    "PayoutExpired",
+    "PayoutNotFound",
     "Posting",
     "ReasonRequired",
     "SameWallet",
@@ -94,10 +126,19 @@ __all__ = [
     "amount_validate",
     "cash_legs",
     "credit_to_blocked_hook_register",
+    "hold_capture",
+    "hold_create",
+    "hold_expire_due",
+    "hold_void",
     "idempotency_execute",
     "ledger_debit_many",
     "ledger_post",
     "leg_refusal",
+    "payout_cancel",
+    "payout_create",
+    "payout_decide",
+    "payout_expire_stale",
+    "payout_is_stale",
     "topup_commission",
     "topup_create",
     "topup_decide",

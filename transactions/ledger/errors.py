@@ -1,5 +1,6 @@
 """The ledger's error codes and domain errors: why a posting is refused (the
-rules in rules.py word them), top-ups, adjustments, idempotency keys."""
+rules in rules.py word them), top-ups, adjustments, holds, payouts,
+idempotency keys."""
 
 from django.utils.translation import gettext_lazy as _
 from rest_framework import status
@@ -21,6 +22,13 @@ class ErrorCode(ErrorCodes):
     ADJUSTMENT_SAME_OPERATOR = "adjustment_same_operator"
     REASON_REQUIRED = "reason_required"
     TRANSACTION_NOT_PENDING = "transaction_not_pending"
+    HOLD_NOT_FOUND = "hold_not_found"
+    HOLD_NOT_ACTIVE = "hold_not_active"
+    HOLD_EXPIRED = "hold_expired"
+    HOLD_OF_PAYOUT = "hold_of_payout"
+    PAYOUT_NOT_FOUND = "payout_not_found"
+    PAYOUT_ALREADY_DECIDED = "payout_already_decided"
+    PAYOUT_EXPIRED = "payout_expired"
 
 
 class InvalidAmount(DomainError):
@@ -90,3 +98,40 @@ class ReasonRequired(DomainError):
 class TransactionNotPending(Conflict):
     code = ErrorCode.TRANSACTION_NOT_PENDING
     message = _("This transaction was already decided.")
+
+
+class HoldNotFound(DomainError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = ErrorCode.HOLD_NOT_FOUND
+    message = _("Hold not found.")
+
+
+class HoldNotActive(Conflict):
+    code = ErrorCode.HOLD_NOT_ACTIVE
+    message = _("This hold is no longer active: %(status)s.")
+
+
+class HoldExpired(HoldNotActive):
+    code = ErrorCode.HOLD_EXPIRED
+    message = _("This hold has expired and can no longer be captured.")
+
+
+class HoldOfPayout(Conflict):
+    code = ErrorCode.HOLD_OF_PAYOUT
+    message = _("This hold belongs to a payout: fail or cancel the payout instead.")
+
+
+class PayoutNotFound(DomainError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = ErrorCode.PAYOUT_NOT_FOUND
+    message = _("Payout not found.")
+
+
+class PayoutAlreadyDecided(Conflict):
+    code = ErrorCode.PAYOUT_ALREADY_DECIDED
+    message = _("This payout has already been decided: %(status)s.")
+
+
+class PayoutExpired(PayoutAlreadyDecided):
+    code = ErrorCode.PAYOUT_EXPIRED
+    message = _("This payout has expired and can no longer be decided.")

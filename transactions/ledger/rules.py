@@ -2,8 +2,9 @@
 user wallet is refused (and why).
 
 `leg_refusal` is the rule; every path words its refusals with it (a lone
-posting, a group-commit batch, the fee run's set-based debits) against the
-wallet as it is under its row lock. `GUARD_SQL` is the same rule for a wallet's
+posting, a group-commit batch, the fee run's set-based debits, holds) against
+the wallet as it is under its row lock. Every debit needs the AVAILABLE balance:
+the balance less the money held (Wallet.held). `GUARD_SQL` is the same rule for a wallet's
 net change in SQL: the writer's UPDATE carries it, so a balance can only move
 the way the rule allows even if a caller forgot to check (its statement then
 rolls back; see writer.py).
@@ -57,32 +58,41 @@ def leg_refusal(
     *,
     found: bool,
     balance: Decimal,
+    held: Decimal,
     status: str,
     amount: Decimal,
+    hold: Decimal = Decimal(0),
     allow_blocked: bool,
 ) -> DomainError | None:
-    """Why a leg of `amount` (signed) on a user wallet cannot move, or None.
+    """Why a leg on a user wallet cannot move, or None. The leg changes the
+    balance by `amount` and the money held by `hold` (both signed): a payment
+    is `amount` < 0, a new hold `hold` > 0, a capture both negative.
 
-    In this order: the wallet is missing (or not a user wallet); a debit from a
-    blocked wallet (unless `allow_blocked`: the fee and an operator's
-    correction may take from one); the balance would go below zero; it would
-    pass MAX_WALLET_BALANCE. A credit to a blocked wallet is allowed: that is how
-    it is replenished.
+    In this order: the wallet is missing (or not a user wallet); a debit or a
+    new hold on a blocked wallet (unless `allow_blocked`: the fee, an operator's
+    correction and the capture or release of money held before may take from
+    one); the AVAILABLE balance (balance - held) would go below zero; the
+    balance would pass MAX_WALLET_BALANCE. A credit to a blocked wallet is
+    allowed: that is how it is replenished.
     """
     if not found:
         return WalletNotFound()
-    if amount < 0 and status != ACTIVE and not allow_blocked:
+    if (amount < 0 or hold > 0) and status != ACTIVE and not allow_blocked:
         return WalletBlocked()
-    if balance + amount < 0:
+    if balance + amount - (held + hold) < 0:
         return InsufficientFunds()
     if balance + amount > settings.MAX_WALLET_BALANCE:
         return BalanceLimitExceeded()
     return None
 
 
-# The same rule on a wallet's net change `d.delta` in one statement (`w` the
-# wallet row, `d.allow_blocked` true when every debit on it may take from a
+# The same rule on a wallet's net change in one statement (`w` the wallet row,
+# `d.delta` and `d.held_delta` the changes of its balance and of the money held,
+# `d.allow_blocked` true when every debit and new hold on it may take from a
 # blocked wallet), with %(max_balance)s = MAX_WALLET_BALANCE.
 GUARD_SQL = f"""
-       w.balance + d.delta >= 0 AND w.balance + d.delta <= %(max_balance)s
-       AND (w.status = '{ACTIVE}' OR d.delta >= 0 OR d.allow_blocked)"""
+       w.balance + d.delta - (w.held + d.held_delta) >= 0
+       AND w.held + d.held_delta >= 0
+       AND w.balance + d.delta <= %(max_balance)s
+       AND (w.status = '{ACTIVE}' OR (d.delta >= 0 AND d.held_delta <= 0)
+            OR d.allow_blocked)"""

@@ -11,8 +11,9 @@ steps, in one DB transaction:
    (`rules.leg_refusal`) against the balances the previous postings left, in
    id order and credits first (so a commission can come out of the money that
    arrives with it); a refused posting changes nothing;
-3. `Writes.execute`: ONE statement adds each wallet's net change by a
-   conditional UPDATE that carries the same rule (`rules.GUARD_SQL`), inserts
+3. `Writes.execute`: ONE statement adds each wallet's net change (of its
+   balance and of the money held on it, `held`) by a conditional UPDATE that
+   carries the same rule (`rules.GUARD_SQL`), inserts
    the transactions, their entries (with `balance_after`) and the idempotency
    keys, and checks that every wallet moved and every key was claimed, or
    divides by zero, which rolls the whole statement back. A batch sends it
@@ -20,8 +21,8 @@ steps, in one DB transaction:
 
 What protects a balance: the row lock held from step 1 to the COMMIT, the
 Python rule in step 2, the UPDATE's own condition in step 3, and the database's
-CHECK (balance >= 0) and deferred trigger (each transaction sums to zero per
-currency). System wallets are never updated: their balance is the sum of their
+CHECKs (balance >= 0, balance >= held) and deferred trigger (each transaction
+sums to zero per currency). System wallets are never updated: their balance is the sum of their
 entries.
 """
 
@@ -51,15 +52,20 @@ from wallets.models import Wallet
 
 @dataclass(frozen=True)
 class Leg:
-    """One side of a posting: a signed amount on a wallet, in its currency.
+    """One side of a posting: a signed amount on a wallet, in its currency, and
+    a signed change of the money held on it (`hold`: > 0 reserves, < 0
+    releases; user wallets only). A leg with no amount writes no entry: a hold
+    made or released moves no money.
 
-    `allow_blocked` lets a debit take money from a blocked wallet: only the fee
-    and an operator's adjustment use it.
+    `allow_blocked` lets a debit (or a new hold) take money from a blocked
+    wallet: only the fee, an operator's adjustment and the capture or release
+    of a hold made before the wallet was blocked use it.
     """
 
     wallet: Wallet | WalletRef
     amount: Decimal
     allow_blocked: bool = False
+    hold: Decimal = Decimal(0)
 
 
 @dataclass
@@ -70,11 +76,12 @@ class Posting:
 
 
 def legs_check_balanced(legs: Sequence[Leg]) -> None:
-    """Every leg non-zero and each currency summing to zero (a programming
-    error otherwise; the database's trigger would refuse it at commit too)."""
+    """Every leg moving something and each currency summing to zero (a
+    programming error otherwise; the database's trigger would refuse it at
+    commit too)."""
     totals: dict[str, Decimal] = defaultdict(Decimal)
     for leg in legs:
-        if leg.amount == 0:
+        if leg.amount == 0 and leg.hold == 0:
             raise InvalidAmount()
         totals[leg.wallet.currency] += leg.amount
     if not legs or any(total != 0 for total in totals.values()):
@@ -93,8 +100,9 @@ SELECT {columns} FROM wallets_wallet
 # parameter is quoted element by element on the client (numbers are digits).
 
 _WALLET_COLUMNS = [f.column for f in Wallet._meta.concrete_fields]
-_ID, _CURRENCY, _STATUS, _BALANCE = (
-    _WALLET_COLUMNS.index(column) for column in ("id", "currency", "status", "balance")
+_ID, _CURRENCY, _STATUS, _BALANCE, _HELD = (
+    _WALLET_COLUMNS.index(column)
+    for column in ("id", "currency", "status", "balance", "held")
 )
 
 
@@ -121,6 +129,7 @@ class Book:
 
     rows: dict[UUID, tuple]
     balances: dict[UUID, Decimal]
+    held: dict[UUID, Decimal]
     statuses: dict[UUID, str]
 
     @classmethod
@@ -132,6 +141,7 @@ class Book:
         return cls(
             rows={row[_ID]: row for row in rows},
             balances={row[_ID]: row[_BALANCE] for row in rows},
+            held={row[_ID]: row[_HELD] for row in rows},
             statuses={row[_ID]: row[_STATUS] for row in rows},
         )
 
@@ -151,8 +161,8 @@ class Book:
         return None if row is None else WalletRef(wallet_id, row[_CURRENCY])
 
     def apply(self, legs: Sequence[Leg]) -> list[Decimal | None]:
-        """Check `legs` and move the book's balances; each leg's balance_after
-        (None on system wallets).
+        """Check `legs` and move the book's balances and holds; each leg's
+        balance_after (None on system wallets).
 
         Each wallet's legs apply in id order, credits first; a refused leg (by
         the one rule) refuses the posting, and the error raised is that of the
@@ -160,32 +170,39 @@ class Book:
         destination), whatever the wallets' ids. The book is then as it was.
         """
         balances: dict[UUID, Decimal] = {}
+        held: dict[UUID, Decimal] = {}
         after: list[Decimal | None] = [None] * len(legs)
         refused: dict[int, DomainError] = {}
         stopped: set[UUID] = set()
         user = [i for i, leg in enumerate(legs) if leg.wallet.kind == Wallet.Kind.USER]
         for i in sorted(user, key=lambda i: (legs[i].wallet.id, -legs[i].amount)):
             leg = legs[i]
-            if leg.wallet.id in stopped:
+            wallet_id = leg.wallet.id
+            if wallet_id in stopped:
                 continue
-            status = self.statuses.get(leg.wallet.id)
-            balance = balances.get(leg.wallet.id, self.balances.get(leg.wallet.id))
+            status = self.statuses.get(wallet_id)
+            balance = balances.get(wallet_id, self.balances.get(wallet_id))
+            held_now = held.get(wallet_id, self.held.get(wallet_id))
             refusal = leg_refusal(
                 found=status is not None,
                 balance=balance or Decimal(0),
+                held=held_now or Decimal(0),
                 status=status or "",
                 amount=leg.amount,
+                hold=leg.hold,
                 allow_blocked=leg.allow_blocked,
             )
             if refusal is not None:
                 refused[i] = refusal
-                stopped.add(leg.wallet.id)
+                stopped.add(wallet_id)
                 continue
-            assert balance is not None
-            balances[leg.wallet.id] = after[i] = balance + leg.amount
+            assert balance is not None and held_now is not None
+            balances[wallet_id] = after[i] = balance + leg.amount
+            held[wallet_id] = held_now + leg.hold
         if refused:
             raise refused[min(refused)]
         self.balances.update(balances)
+        self.held.update(held)
         return after
 
     def status(self, wallet_id: UUID) -> str:
@@ -197,12 +214,14 @@ WITH d AS (
     SELECT *
       FROM unnest(string_to_array(%(wallet_ids)s, ',')::uuid[],
                   string_to_array(%(deltas)s, ',')::numeric[],
+                  string_to_array(%(held_deltas)s, ',')::numeric[],
                   string_to_array(%(allow_blocked)s, ',')::boolean[])
-           AS d (id, delta, allow_blocked)
+           AS d (id, delta, held_delta, allow_blocked)
 ),
 w AS (
     UPDATE wallets_wallet AS w
-       SET balance = w.balance + d.delta, updated_at = %(now)s
+       SET balance = w.balance + d.delta, held = w.held + d.held_delta,
+           updated_at = %(now)s
       FROM d
      WHERE w.id = d.id AND w.kind = 'user' AND {guard}
  RETURNING w.id
@@ -286,6 +305,9 @@ class Writes:
     transactions: list[dict[str, Any]] = field(default_factory=list)
     key_rows: list[dict[str, Any]] = field(default_factory=list)
     deltas: dict[UUID, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    held_deltas: dict[UUID, Decimal] = field(
+        default_factory=lambda: defaultdict(Decimal)
+    )
     allow_blocked: dict[UUID, bool] = field(default_factory=dict)
     keys: list[tuple[UUID, str]] = field(default_factory=list)
 
@@ -337,15 +359,24 @@ class Writes:
                 }
             )
         for leg, after in zip(legs, balance_after, strict=True):
+            if leg.amount:
+                wallet = leg.wallet
+                rows["entry_txns"].append(txn_id)
+                rows["entry_wallets"].append(wallet.id)
+                rows["entry_currencies"].append(wallet.currency)
+                rows["entry_amounts"].append(leg.amount)
+                rows["entry_balances"].append(after)
+        self.add_balances(legs)
+
+    def add_balances(self, legs: Sequence[Leg]) -> None:
+        """The user wallets' changes of balance and of money held, with no
+        transaction: alone, a hold made or released."""
+        for leg in legs:
             wallet = leg.wallet
-            rows["entry_txns"].append(txn_id)
-            rows["entry_wallets"].append(wallet.id)
-            rows["entry_currencies"].append(wallet.currency)
-            rows["entry_amounts"].append(leg.amount)
-            rows["entry_balances"].append(after)
             if wallet.kind == Wallet.Kind.USER:
                 self.deltas[wallet.id] += leg.amount
-                allowed = leg.amount > 0 or leg.allow_blocked
+                self.held_deltas[wallet.id] += leg.hold
+                allowed = (leg.amount >= 0 and leg.hold <= 0) or leg.allow_blocked
                 self.allow_blocked[wallet.id] = (
                     self.allow_blocked.get(wallet.id, True) and allowed
                 )
@@ -375,6 +406,7 @@ class Writes:
             now=self.now,
             wallet_ids=",".join(map(str, self.deltas)),
             deltas=",".join(map(str, self.deltas.values())),
+            held_deltas=",".join(str(self.held_deltas[w]) for w in self.deltas),
             allow_blocked=",".join(
                 "t" if self.allow_blocked[w] else "f" for w in self.deltas
             ),

@@ -27,6 +27,8 @@ def wallet_data(
         "currency": currency,
         "balance": money_str(balance, currency),
         "balance_minor": to_minor(balance, currency),
+        "held": money_str(wallet.held, currency),
+        "available_balance": money_str(balance - wallet.held, currency),
         "status": str(wallet.status),
         "blocked_reason": wallet.blocked_reason,
         "debt": money_str(debt.quantize(quantum(currency)), currency),
@@ -40,6 +42,12 @@ class WalletSerializer(serializers.ModelSerializer):
     currency = serializers.CharField(read_only=True)
     balance = serializers.SerializerMethodField()
     balance_minor = serializers.SerializerMethodField()
+    held = serializers.SerializerMethodField(
+        help_text="Money reserved by pending payouts: in `balance`, not spendable."
+    )
+    available_balance = serializers.SerializerMethodField(
+        help_text="What a debit may take: `balance` less `held`."
+    )
     debt = serializers.SerializerMethodField()
 
     class Meta:
@@ -51,6 +59,8 @@ class WalletSerializer(serializers.ModelSerializer):
             "currency",
             "balance",
             "balance_minor",
+            "held",
+            "available_balance",
             "status",
             "blocked_reason",
             "debt",
@@ -65,6 +75,12 @@ class WalletSerializer(serializers.ModelSerializer):
 
     def get_balance_minor(self, wallet: Wallet) -> int:
         return to_minor(wallet.balance.amount, wallet.currency)
+
+    def get_held(self, wallet: Wallet) -> str:
+        return money_str(wallet.held, wallet.currency)
+
+    def get_available_balance(self, wallet: Wallet) -> str:
+        return money_str(wallet.available_balance, wallet.currency)
 
     def get_debt(self, wallet: Wallet) -> str:
         """Outstanding monthly fee debt, in the wallet's currency."""

@@ -8,7 +8,8 @@ from transactions.selectors import ledger_reconcile
 class Command(BaseCommand):
     help = (
         "Check the ledger: wallet balances equal the sum of their entries, every "
-        "transaction balances per currency, no negative user balance. "
+        "transaction balances per currency, no negative user balance, the money "
+        "held equals the sum of active holds. "
         "Exit code 0 when clean, 1 otherwise."
     )
 
@@ -29,6 +30,7 @@ class Command(BaseCommand):
             report.balance_mismatches
             + report.negative_balances
             + report.unbalanced_transactions
+            + report.held_mismatches
         )
         for problem in problems:
             self.stdout.write(f"  {problem}")
@@ -43,7 +45,8 @@ class Command(BaseCommand):
         summary = (
             f"Ledger NOT clean: {len(report.balance_mismatches)} balance mismatches, "
             f"{len(report.negative_balances)} negative balances, "
-            f"{len(report.unbalanced_transactions)} unbalanced transactions."
+            f"{len(report.unbalanced_transactions)} unbalanced transactions, "
+            f"{len(report.held_mismatches)} held mismatches."
         )
         self.stdout.write(self.style.ERROR(summary))
         sys.exit(1)
