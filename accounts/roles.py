@@ -3,7 +3,8 @@
 - support: read-only, sees every back-office screen and changes nothing.
 - finance: support's view, plus what moves or freezes money: block/unblock and
   adjust wallets (change_wallet; an adjustment also needs a second operator),
-  decide top-ups, waive fee charges, edit exchange rates.
+  decide top-ups, void holds, fail payouts, waive fee charges, edit exchange
+  rates.
 
 Both see the dashboard (`DASHBOARD_PERMISSION`, a permission of no model's own:
 roles_ensure creates it); a staff user in neither group sees no figures at all.
@@ -33,7 +34,7 @@ _EXTRA_PERMISSIONS = {
 _VIEWED = {
     "accounts": ["user"],
     "wallets": ["wallet", "exchangerate"],
-    "transactions": ["transaction", "entry", "topup"],
+    "transactions": ["transaction", "entry", "topup", "hold", "payout"],
     "fees": ["feecharge"],
     "admin": ["logentry"],
     "django_celery_beat": [
@@ -46,7 +47,7 @@ _VIEWED = {
 }
 _FINANCE_EXTRA = {
     "wallets": ["change_wallet", "add_exchangerate", "change_exchangerate"],
-    "transactions": ["change_topup"],
+    "transactions": ["change_topup", "change_hold", "change_payout"],
     "fees": ["change_feecharge"],
 }
 

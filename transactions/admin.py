@@ -8,6 +8,7 @@ confirmed (or rejected) here by a different operator.
 import json
 import uuid
 from collections import defaultdict
+from datetime import timedelta
 from decimal import Decimal
 
 from django.contrib import admin, messages
@@ -17,15 +18,17 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
 from transactions import ledger
-from transactions.models import Entry, TopUp, Transaction
+from transactions.models import Entry, Hold, Payout, TopUp, Transaction
 from wallet_project.admin_forms import ServiceOnlyAdmin, reason_action
 from wallet_project.errors import DomainError
 from wallets.models import Wallet
+from wallets.money import money_str
 
 ADJUST_PERMISSION = "wallets.change_wallet"
 
@@ -381,4 +384,283 @@ class TopUpAdmin(ServiceOnlyAdmin):
             apply=lambda request, topups, form: self._decide(
                 request, topups, form, TopUp.Status.REJECTED, "Rejected"
             ),
+        )
+
+
+# --- Holds and payouts --------------------------------------------------------------
+#
+# Money reserved on a wallet (holds) and money going out through the provider
+# (payouts, each on its own hold). Rows written only by the ledger; an operator
+# may void a hold or fail a payout, each through its service, with a reason in
+# the audit log. A payout's hold is resolved through the payout, never directly.
+
+
+class AgeFilter(admin.SimpleListFilter):
+    """How long ago the row was created: what is stuck shows up as "older"."""
+
+    title = _("age")
+    parameter_name = "age"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("hour", _("Last hour")),
+            ("day", _("Last 24 hours")),
+            ("older", _("Older than a day")),
+        ]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "hour":
+            return queryset.filter(created_at__gte=now - timedelta(hours=1))
+        if self.value() == "day":
+            return queryset.filter(created_at__gte=now - timedelta(days=1))
+        if self.value() == "older":
+            return queryset.filter(created_at__lt=now - timedelta(days=1))
+        return queryset
+
+
+def _link(viewname: str, pk, text=None) -> str:
+    if pk is None:
+        return "—"
+    return format_html(
+        '<a href="{}">{}</a>',
+        reverse(viewname, args=[pk]),
+        pk if text is None else text,
+    )
+
+
+def _wallet_link(wallet: Wallet) -> str:
+    return _link("admin:wallets_wallet_change", wallet.pk, wallet.number)
+
+
+@admin.register(Hold)
+class HoldAdmin(ServiceOnlyAdmin):
+    """Holds: active ones are in their wallet's `held`. An operator may void an
+    active hold (released, nothing posted) through `hold_void`, with a reason;
+    a payout's hold is refused there: fail the payout instead."""
+
+    list_display = [
+        "id",
+        "wallet_link",
+        "amount_display",
+        "status",
+        "description",
+        "reason",
+        "payout_link",
+        "created_at",
+        "expires_at",
+        "resolved_by",
+        "resolved_at",
+        "transaction_link",
+    ]
+    list_filter = ["status", "currency", AgeFilter]
+    list_select_related = ["wallet", "resolved_by", "payout"]
+    search_fields = ["wallet__number", "wallet__owner__email"]
+    search_help_text = _("A hold or payout id, wallet number or owner email.")
+    show_full_result_count = False
+    actions = ["void_holds"]
+    fields = [
+        "id",
+        "wallet",
+        "amount_display",
+        "status",
+        "description",
+        "reason",
+        "payout_link",
+        "created_by",
+        "created_at",
+        "expires_at",
+        "resolved_by",
+        "resolved_at",
+        "captured_amount",
+        "transaction_link",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description=_("wallet"), ordering="wallet__number")
+    def wallet_link(self, hold: Hold) -> str:
+        return _wallet_link(hold.wallet)
+
+    @admin.display(description=_("amount"), ordering="amount")
+    def amount_display(self, hold: Hold) -> str:
+        return f"{money_str(hold.amount, hold.currency)} {hold.currency}"
+
+    @admin.display(description=_("payout"))
+    def payout_link(self, hold: Hold) -> str:
+        payout = getattr(hold, "payout", None)  # the reverse one-to-one may be absent
+        return _link("admin:transactions_payout_change", payout and payout.pk)
+
+    @admin.display(description=_("transaction"))
+    def transaction_link(self, hold: Hold) -> str:
+        return _link("admin:transactions_transaction_change", hold.transaction_id)
+
+    def get_search_results(self, request, queryset, search_term):
+        wanted = _as_uuid(search_term)
+        if wanted is not None:
+            return queryset.filter(Q(pk=wanted) | Q(payout__pk=wanted)), False
+        return super().get_search_results(request, queryset, search_term.strip())
+
+    def _void(self, request, holds, form) -> None:
+        reason = form.cleaned_data["reason"]
+        for hold in holds:
+            what = f"{money_str(hold.amount, hold.currency)} {hold.currency}"
+            try:
+                ledger.hold_void(
+                    hold_id=hold.pk, reason=reason, resolved_by=request.user
+                )
+            except DomainError as error:
+                self.message_user(
+                    request, f"{hold.wallet.number}: {error.detail}", messages.ERROR
+                )
+                continue
+            self.log_change(request, hold, f"Voided hold of {what}. Reason: {reason}")
+            self.message_user(
+                request,
+                _("Hold of %(amount)s on %(number)s voided: the money is available.")
+                % {"amount": what, "number": hold.wallet.number},
+                messages.SUCCESS,
+            )
+
+    @admin.action(description=_("Void selected holds"), permissions=["change"])
+    def void_holds(self, request, queryset):
+        return reason_action(
+            self,
+            request,
+            queryset.select_related("wallet"),
+            action="void_holds",
+            title=_("Void holds"),
+            intro=_(
+                "Each hold is released: its money is available to the wallet again "
+                "and nothing is posted. A payout's hold is not voided here: fail "
+                "the payout instead."
+            ),
+            apply=self._void,
+        )
+
+
+@admin.register(Payout)
+class PayoutAdmin(ServiceOnlyAdmin):
+    """Payouts awaiting the payment provider. An operator may fail a pending one
+    (its hold is released, nothing posted) through `payout_decide`, with a
+    reason kept on the payout and in the audit log."""
+
+    list_display = [
+        "id",
+        "wallet_link",
+        "amount",
+        "status",
+        "destination",
+        "provider_reference",
+        "failure_reason",
+        "created_at",
+        "expires_at",
+        "decided_by",
+        "decided_at",
+        "hold_link",
+        "transaction_link",
+    ]
+    list_filter = ["status", "currency", AgeFilter]
+    list_select_related = ["wallet", "decided_by"]
+    search_fields = [
+        "wallet__number",
+        "destination",
+        "provider_reference",
+        "wallet__owner__email",
+    ]
+    search_help_text = _(
+        "A payout id, wallet number, destination, provider reference or owner email."
+    )
+    show_full_result_count = False
+    actions = ["fail_payouts"]
+    fields = [
+        "id",
+        "wallet",
+        "amount",
+        "status",
+        "destination",
+        "description",
+        "provider_reference",
+        "failure_reason",
+        "created_by",
+        "created_at",
+        "expires_at",
+        "decided_by",
+        "decided_at",
+        "hold_link",
+        "transaction_link",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description=_("wallet"), ordering="wallet__number")
+    def wallet_link(self, payout: Payout) -> str:
+        return _wallet_link(payout.wallet)
+
+    @admin.display(description=_("hold"))
+    def hold_link(self, payout: Payout) -> str:
+        return _link("admin:transactions_hold_change", payout.hold_id)
+
+    @admin.display(description=_("transaction"))
+    def transaction_link(self, payout: Payout) -> str:
+        return _link("admin:transactions_transaction_change", payout.transaction_id)
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        wanted = _as_uuid(term)
+        if wanted is not None:  # a card token may look like a uuid too
+            return queryset.filter(Q(pk=wanted) | Q(destination=term)), False
+        return super().get_search_results(request, queryset, term)
+
+    def _fail(self, request, payouts, form) -> None:
+        reason = form.cleaned_data["reason"]
+        for payout in payouts:
+            started = timezone.now()
+            try:
+                decided = ledger.payout_decide(
+                    payout_id=payout.pk,
+                    status=Payout.Status.FAILED,
+                    decided_by=request.user,
+                    reason=reason,
+                )
+                # The service answers a repeated decision with the payout as it
+                # was (idempotent for the provider); here it changed nothing.
+                if decided.decided_at is None or decided.decided_at < started:
+                    raise ledger.PayoutAlreadyDecided(
+                        status=decided.get_status_display()
+                    )
+            except DomainError as error:
+                self.message_user(
+                    request, f"{payout.wallet.number}: {error.detail}", messages.ERROR
+                )
+                continue
+            self.log_change(
+                request,
+                decided,
+                f"Failed payout of {decided.amount} to {decided.destination}. "
+                f"Reason: {reason}",
+            )
+            self.message_user(
+                request,
+                _("Payout of %(amount)s from %(number)s: %(status)s.")
+                % {
+                    "amount": decided.amount,
+                    "number": payout.wallet.number,
+                    "status": decided.get_status_display(),
+                },
+                messages.SUCCESS,
+            )
+
+    @admin.action(description=_("Fail selected payouts"), permissions=["change"])
+    def fail_payouts(self, request, queryset):
+        return reason_action(
+            self,
+            request,
+            queryset.select_related("wallet"),
+            action="fail_payouts",
+            title=_("Fail payouts"),
+            intro=_(
+                "Each pending payout is marked failed: its hold is released, the "
+                "money is available to the wallet again, and nothing is posted. "
+                "The reason is kept on the payout."
+            ),
+            apply=self._fail,
         )

@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.roles import DASHBOARD_PERMISSION
-from transactions.models import Entry, Transaction
+from transactions.models import Entry, Hold, Payout, Transaction
 from wallets.models import Wallet
 from wallets.money import quantum
 
@@ -131,6 +131,7 @@ def dashboard_data(now: datetime | None = None) -> dict:
             kind=Transaction.Kind.ADJUSTMENT, status=Transaction.Status.PENDING
         ).count(),
         **_topups(),
+        **_held(currencies),
         **_fee_run(),
         **_rates(now),
         "charts": volume_charts(now=now, currencies=currencies),
@@ -176,6 +177,39 @@ def _topups() -> dict:
         "topups_available": True,
         "pending_topups": pending["count"],
         "oldest_pending_topup": pending["oldest"],
+    }
+
+
+def _held(currencies: list[str]) -> dict:
+    """Per currency, the money reserved by active holds (their sum and count)
+    and the payouts awaiting the provider: two grouped queries."""
+    holds = {
+        row["currency"]: row
+        for row in Hold.objects.filter(status=Hold.Status.ACTIVE)
+        .values("currency")
+        .annotate(total=Sum("amount"), count=Count("id"))
+        .order_by()
+    }
+    payouts = dict(
+        Payout.objects.filter(status=Payout.Status.PENDING)
+        .values("currency")
+        .annotate(count=Count("id"))
+        .order_by()
+        .values_list("currency", "count")
+    )
+    held = [
+        {
+            "currency": currency,
+            "held": holds.get(currency, {}).get("total")
+            or Decimal(0).quantize(quantum(currency)),
+            "holds": holds.get(currency, {}).get("count", 0),
+            "pending_payouts": payouts.get(currency, 0),
+        }
+        for currency in currencies
+    ]
+    return {
+        "held": held,
+        "pending_payouts": sum(row["pending_payouts"] for row in held),
     }
 
 

@@ -1,6 +1,7 @@
-"""Wallets in the back-office: found by number, owner email or id; balances are
-shown and never editable; block, unblock and adjust call the services, and each
-leaves a LogEntry with the operator's reason."""
+"""Wallets in the back-office: found by number, owner email or id; balances, the
+money held and what is available are shown and never editable; block, unblock
+and adjust call the services, and each leaves a LogEntry with the operator's
+reason."""
 
 import uuid
 
@@ -36,6 +37,8 @@ class WalletAdmin(admin.ModelAdmin):
         "owner",
         "currency",
         "balance_display",
+        "held_display",
+        "available_display",
         "status",
         "kind",
         "system_code",
@@ -60,6 +63,8 @@ class WalletAdmin(admin.ModelAdmin):
                     "currency",
                     "name",
                     "balance_display",
+                    "held_display",
+                    "available_display",
                     "ledger_balance",
                 ]
             },
@@ -78,6 +83,8 @@ class WalletAdmin(admin.ModelAdmin):
         "currency",
         "name",
         "balance_display",
+        "held_display",
+        "available_display",
         "ledger_balance",
         "status",
         "blocked_reason",
@@ -94,6 +101,19 @@ class WalletAdmin(admin.ModelAdmin):
         if wallet.kind == Wallet.Kind.SYSTEM:
             return _("(from entries)")
         return f"{wallet.balance.amount:,.2f} {wallet.currency}"
+
+    @admin.display(description=_("held"), ordering="held")
+    def held_display(self, wallet: Wallet) -> str:
+        """Reserved by active holds (payouts): still in the balance, not spendable."""
+        if wallet.kind == Wallet.Kind.SYSTEM:
+            return "—"
+        return f"{wallet.held:,.2f} {wallet.currency}"
+
+    @admin.display(description=_("available balance"))
+    def available_display(self, wallet: Wallet) -> str:
+        if wallet.kind == Wallet.Kind.SYSTEM:
+            return "—"
+        return f"{wallet.available_balance:,.2f} {wallet.currency}"
 
     @admin.display(description=_("sum of entries"))
     def ledger_balance(self, wallet: Wallet) -> str:
