@@ -12,6 +12,8 @@ pending payouts (their money was reserved before) and cannot start new ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
@@ -140,9 +142,39 @@ def payout_decide(
     """
     if status not in PAYOUT_DECISIONS:
         raise ValueError(f"not a payout decision: {status!r}")
+
+    def apply(payout: Payout, hold: Hold, now: datetime) -> None:
+        payout.provider_reference = provider_reference
+        if status == Payout.Status.PAID:
+            payout.transaction = _pay(payout, hold, now, decided_by)
+            return
+        payout.failure_reason = reason
+        hold_release(
+            hold,
+            status=Hold.Status.VOIDED,
+            now=now,
+            reason=reason or "Payout failed",
+            resolved_by=decided_by,
+        )
+
+    return _decide(payout_id, status=status, decided_by=decided_by, apply=apply)
+
+
+def _decide(
+    payout_id: UUID | str,
+    *,
+    status: str,
+    decided_by: User | None,
+    apply: Callable[[Payout, Hold, datetime], None],
+    owner: User | None = None,
+) -> Payout:
+    """Lock the payout and, if it is pending and not past its expiry, `apply`
+    the decision to it and its (locked) hold. The same decision again returns
+    the payout as it is; any other state raises (409); a pending payout past
+    its expiry is expired (committed), then PayoutExpired."""
     now = timezone.now()
     with transaction.atomic(durable=True):
-        payout = _payout_lock(payout_id)
+        payout = _payout_lock(payout_id, owner=owner)
         if payout.status == status:
             return payout
         if payout.status == Payout.Status.EXPIRED:
@@ -150,19 +182,7 @@ def payout_decide(
         if payout.status != Payout.Status.PENDING:
             raise PayoutAlreadyDecided(status=payout.get_status_display())
         if not payout_is_stale(payout, now):
-            hold = _hold_of(payout)
-            payout.provider_reference = provider_reference
-            if status == Payout.Status.PAID:
-                payout.transaction = _pay(payout, hold, now, decided_by)
-            else:
-                payout.failure_reason = reason
-                hold_release(
-                    hold,
-                    status=Hold.Status.VOIDED,
-                    now=now,
-                    reason=reason or "Payout failed",
-                    resolved_by=decided_by,
-                )
+            apply(payout, _hold_of(payout), now)
             _finish(payout, status=status, now=now, decided_by=decided_by)
             return payout
         _expire(payout, now)
@@ -194,27 +214,23 @@ def payout_cancel(*, payout_id: UUID | str, owner: User) -> Payout:
     canceled payout returns it unchanged; another user's payout is not found
     (404); a decided one is PayoutAlreadyDecided, an expired one PayoutExpired
     (409). Durable."""
-    now = timezone.now()
-    with transaction.atomic(durable=True):
-        payout = _payout_lock(payout_id, owner=owner)
-        if payout.status == Payout.Status.CANCELED:
-            return payout
-        if payout.status == Payout.Status.EXPIRED:
-            raise PayoutExpired()
-        if payout.status != Payout.Status.PENDING:
-            raise PayoutAlreadyDecided(status=payout.get_status_display())
-        if not payout_is_stale(payout, now):
-            hold_release(
-                _hold_of(payout),
-                status=Hold.Status.VOIDED,
-                now=now,
-                reason="Canceled by the owner",
-                resolved_by=owner,
-            )
-            _finish(payout, status=Payout.Status.CANCELED, now=now, decided_by=owner)
-            return payout
-        _expire(payout, now)
-    raise PayoutExpired()
+
+    def apply(payout: Payout, hold: Hold, now: datetime) -> None:
+        hold_release(
+            hold,
+            status=Hold.Status.VOIDED,
+            now=now,
+            reason="Canceled by the owner",
+            resolved_by=owner,
+        )
+
+    return _decide(
+        payout_id,
+        status=Payout.Status.CANCELED,
+        decided_by=owner,
+        apply=apply,
+        owner=owner,
+    )
 
 
 def payout_expire_stale(*, now=None, batch_size: int = 200) -> int:
