@@ -1,11 +1,13 @@
 """The lone path and the group-commit batch are one ledger: the same random
-requests (amounts, balance limits, blocked sources) through each give the same
-answers, the same balances and the same entries."""
+requests (amounts, balance limits, blocked sources, money held) through each
+give the same answers, the same balances and the same entries."""
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -38,13 +40,23 @@ requests = st.lists(
 )
 
 
-def make_wallets(start: list[Decimal], blocked: list[bool]) -> list[Wallet]:
+def make_wallets(
+    start: list[Decimal], blocked: list[bool], held: list[Decimal]
+) -> list[Wallet]:
+    """Wallets with these balances, blocked flags and money held (a share of
+    the balance, held by one hold each)."""
     wallets = []
-    for balance, is_blocked in zip(start, blocked, strict=True):
+    for balance, is_blocked, share in zip(start, blocked, held, strict=True):
         # No password to hash: make_password(None) is an unusable one, at once.
         wallet = wallet_create(owner=UserFactory(password=None), currency="KZT")
         if balance:
             ledger.wallet_deposit(wallet=wallet, amount=balance)
+        if (balance * share).quantize(Decimal("0.01")) > 0:
+            ledger.hold_create(
+                wallet=wallet,
+                amount=(balance * share).quantize(Decimal("0.01")),
+                expires_at=timezone.now() + timedelta(hours=1),
+            )
         if is_blocked:
             wallet_block(wallet=wallet, reason="test")
         wallet.refresh_from_db()
@@ -148,6 +160,20 @@ def history(wallets: list[Wallet]) -> list[list[tuple]]:
     start=[Decimal("50.00"), Decimal(0), Decimal("5.00")],
     blocked=[False, False, True],
     limit=Decimal("80.00"),
+    held=[Decimal(0), Decimal(0), Decimal(0)],
+)
+@example(  # money held: what is free may go, a cent more may not
+    todo=[
+        ("WITHDRAW", 0, Decimal("20.01")),  # 50 - 30 held: insufficient_funds
+        ("TRANSFER", (0, 1), Decimal("20.01")),  # insufficient_funds
+        ("TRANSFER", (0, 1), Decimal("20.00")),
+        ("WITHDRAW", 1, Decimal("40.00")),  # 20 + 40 - 20 held
+        ("WITHDRAW", 1, Decimal("0.01")),  # insufficient_funds
+    ],
+    start=[Decimal("50.00"), Decimal("40.00"), Decimal(0)],
+    blocked=[False, False, False],
+    limit=Decimal("80.00"),
+    held=[Decimal("0.6"), Decimal("0.5"), Decimal(0)],
 )
 @given(
     todo=requests,
@@ -156,9 +182,14 @@ def history(wallets: list[Wallet]) -> list[list[tuple]]:
         st.sampled_from([False, False, False, True]), min_size=WALLETS, max_size=WALLETS
     ),
     limit=st.sampled_from([Decimal("80.00"), Decimal("120.00"), Decimal("1e12")]),
+    held=st.lists(
+        st.sampled_from([Decimal(0), Decimal(0), Decimal("0.5"), Decimal(1)]),
+        min_size=WALLETS,
+        max_size=WALLETS,
+    ),
 )
 def test_the_lone_path_and_the_batch_give_the_same_answers_and_entries(
-    settings, todo, start, blocked, limit
+    settings, todo, start, blocked, limit, held
 ):
     settings.MAX_WALLET_BALANCE = max(limit, max(start))
 
@@ -175,8 +206,8 @@ def test_the_lone_path_and_the_batch_give_the_same_answers_and_entries(
     if not todo:
         event("nothing left to compare")
         return
-    one_by_one = make_wallets(start, blocked)
-    together = make_wallets(start, blocked)
+    one_by_one = make_wallets(start, blocked, held)
+    together = make_wallets(start, blocked, held)
 
     lone_answers = [lone(one_by_one, request) for request in todo]
     batch_answers = batched(together, todo)
@@ -187,6 +218,7 @@ def test_the_lone_path_and_the_batch_give_the_same_answers_and_entries(
     for a, b in zip(one_by_one, together, strict=True):
         a.refresh_from_db()
         b.refresh_from_db()
-        assert (a.balance, a.status) == (b.balance, b.status)
+        assert (a.balance, a.held, a.status) == (b.balance, b.held, b.status)
+        assert a.balance.amount >= a.held
     assert history(one_by_one) == history(together)
     assert ledger_reconcile().clean
