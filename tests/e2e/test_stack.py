@@ -328,6 +328,102 @@ def test_connections_the_database_kills_cost_a_503_never_a_500(
     assert Decimal(wallet["balance"]) == Decimal(32 + statuses.count(201))
 
 
+_SERVICE_ACCOUNT = """
+from accounts.models import User
+user = User.objects.create_user(email={email!r}, password={password!r})
+user.is_service = True
+user.save(update_fields=["is_service"])
+print("SERVICE-READY")
+"""
+
+
+def test_a_payout_is_held_then_paid_by_the_provider_through_nginx(stack, smtp):
+    """A user starts a payout (201, the amount held at once: the wallet shows it),
+    the provider's service account finds it in the pending queue and pays it;
+    the wallet's history then shows the `payout` entry, the hold is gone and the
+    ledger reconciles."""
+    me = _sign_up(stack, smtp, f"payer-{uuid.uuid4().hex[:8]}@example.com")
+    wallet_id, token = me["wallets"][0]["id"], me["access"]
+    provider_email = f"provider-{uuid.uuid4().hex[:8]}@example.com"
+    assert "SERVICE-READY" in stack.manage(
+        "shell",
+        "-c",
+        _SERVICE_ACCOUNT.format(email=provider_email, password=PASSWORD),
+    )
+    provider = stack.request(
+        "POST",
+        "/api/v1/auth/token/",
+        json_body={"email": provider_email, "password": PASSWORD},
+    )
+    assert provider.status == 200, provider.body
+    provider_token = provider.json()["access"]
+
+    def wallet_now() -> tuple[str, str, str]:
+        view = stack.request("GET", f"/api/v1/wallets/{wallet_id}/", token=token)
+        assert view.status == 200, view.body
+        body = view.json()
+        return body["balance"], body["held"], body["available_balance"]
+
+    deposit = stack.request(
+        "POST",
+        f"/api/v1/wallets/{wallet_id}/operation",
+        json_body={"operation_type": "DEPOSIT", "amount": "1000.00"},
+        token=token,
+        headers={"Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert deposit.status == 201, deposit.body
+
+    created = stack.request(
+        "POST",
+        f"/api/v1/wallets/{wallet_id}/payouts/",
+        json_body={"amount": "300.00", "destination": "card_tok_e2e"},
+        token=token,
+        headers={"Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert created.status == 201, created.body
+    payout = created.json()
+    assert (payout["status"], payout["amount"], payout["currency"]) == (
+        "pending",
+        "300.00",
+        "KZT",
+    )
+    assert wallet_now() == ("1000.00", "300.00", "700.00")
+
+    queue = stack.request(
+        "GET", "/api/v1/service/payouts/?status=pending", token=provider_token
+    )
+    assert queue.status == 200, queue.body
+    assert payout["id"] in [row["id"] for row in queue.json()["results"]]
+    paid = stack.request(
+        "PUT",
+        f"/api/v1/service/payouts/{payout['id']}/",
+        json_body={"status": "paid", "provider_reference": "e2e-prv-1"},
+        token=provider_token,
+    )
+    assert paid.status == 200, paid.body
+    assert (paid.json()["status"], paid.json()["provider_reference"]) == (
+        "paid",
+        "e2e-prv-1",
+    )
+    transaction_id = paid.json()["transaction_id"]
+    assert transaction_id
+
+    assert wallet_now() == ("700.00", "0.00", "700.00")
+    history = stack.request(
+        "GET", f"/api/v1/wallets/{wallet_id}/transactions/", token=token
+    ).json()
+    newest = history["results"][0]
+    assert (newest["kind"], newest["amount"]) == ("payout", "-300.00")
+    assert newest["transaction_id"] == transaction_id
+    mine = stack.request("GET", f"/api/v1/payouts/{payout['id']}/", token=token)
+    assert (mine.status, mine.json()["status"]) == (200, "paid")
+    queue = stack.request(
+        "GET", "/api/v1/service/payouts/?status=pending", token=provider_token
+    )
+    assert payout["id"] not in [row["id"] for row in queue.json()["results"]]
+    assert "Ledger clean" in stack.manage("reconcile", "--quiet")
+
+
 def test_nginx_limits_the_auth_endpoints_with_429(stack):
     """A burst at the auth endpoints is cut by Nginx's limit_req with a JSON 429
     (never a 503), before it reaches Django."""

@@ -1,6 +1,6 @@
 """Every money endpoint x every kind of bad input -> a 4xx with a clear message, and
-nothing changed: no transaction, entry, top-up, idempotency key or wallet appears,
-no balance moves, no top-up is decided."""
+nothing changed: no transaction, entry, top-up, payout, hold, idempotency key or
+wallet appears, no balance (or money held) moves, no top-up or payout is decided."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from decimal import Decimal
 
 import pytest
 
-from transactions.ledger import topup_create
-from transactions.models import Entry, IdempotencyKey, TopUp, Transaction
+from transactions.ledger import payout_create, topup_create
+from transactions.models import Entry, Hold, IdempotencyKey, Payout, TopUp, Transaction
 from wallets.models import Wallet
 
 pytestmark = pytest.mark.hostile
@@ -66,6 +66,8 @@ class World:
     usd_wallet: Wallet
     foreign_wallet: Wallet
     topup: TopUp
+    payout: Payout  # the owner's, pending
+    foreign_payout: Payout  # another user's, pending
 
 
 @pytest.fixture
@@ -73,7 +75,23 @@ def world(user, other_user, make_wallet, rates) -> World:
     mine = make_wallet(owner=user, currency="KZT", balance="1000.00")
     usd = make_wallet(owner=user, currency="USD", balance="50.00")
     foreign = make_wallet(owner=other_user, currency="KZT", balance="700.00")
-    return World(mine, usd, foreign, topup_create(wallet=mine, amount=Decimal("100")))
+
+    def payout(wallet: Wallet) -> Payout:
+        return payout_create(
+            wallet=wallet,
+            amount=Decimal("100.00"),
+            destination="card_tok_4242",
+            initiator=wallet.owner,
+        )
+
+    return World(
+        mine,
+        usd,
+        foreign,
+        topup_create(wallet=mine, amount=Decimal("100")),
+        payout(mine),
+        payout(foreign),
+    )
 
 
 def _body(base: dict, field: str, value) -> dict:
@@ -110,9 +128,12 @@ def _ledger_state() -> tuple:
         TopUp.objects.count(),
         IdempotencyKey.objects.count(),
         sorted(
-            (str(w.id), str(w.balance.amount), w.status) for w in Wallet.objects.all()
+            (str(w.id), str(w.balance.amount), str(w.held), w.status)
+            for w in Wallet.objects.all()
         ),
         sorted((str(t.id), t.status, str(t.commission)) for t in TopUp.objects.all()),
+        sorted((str(p.id), p.status) for p in Payout.objects.all()),
+        sorted((str(h.id), h.status) for h in Hold.objects.all()),
     )
 
 
@@ -191,6 +212,18 @@ def _endpoints(w: World) -> dict[str, tuple[str, str, dict, str]]:
             "commission",
         ),
         "wallet create": ("post", "/api/v1/wallets/", {"currency": "EUR"}, "currency"),
+        "payout create": (
+            "post",
+            f"/api/v1/wallets/{w.owner_wallet.id}/payouts/",
+            {"amount": "10.00", "destination": "card_tok_4242"},
+            "amount",
+        ),
+        "payout decision": (
+            "put",
+            f"/api/v1/service/payouts/{w.payout.id}/",
+            {"status": "paid"},
+            "status",
+        ),
     }
 
 
@@ -202,6 +235,8 @@ ENDPOINTS = [
     "topup create",
     "provider decision",
     "wallet create",
+    "payout create",
+    "payout decision",
 ]
 
 # Values that are fine for a field other than an amount: commission may be 0, null
@@ -215,10 +250,12 @@ ALLOWED = {
 
 
 def _client(endpoint: str, client_of, user, service_account):
-    return client_of(service_account if endpoint == "provider decision" else user)
+    return client_of(service_account if endpoint.endswith("decision") else user)
 
 
 def _send(client, method: str, path: str, body, content_type="application/json"):
+    if body is None:  # a GET, or a POST without a body
+        return getattr(client, method)(path)
     data = body if isinstance(body, (str, bytes)) else _json(body)
     return getattr(client, method)(path, data=data, content_type=content_type)
 
@@ -272,6 +309,11 @@ def _unknown_currency_cases(w: World):
             f"/api/v1/service/topups/{w.topup.id}/",
             {"status": "approved"},
         ),
+        "unknown payout decision": (
+            "put",
+            f"/api/v1/service/payouts/{w.payout.id}/",
+            {"status": "canceled"},  # the owner's to make, not the provider's
+        ),
     }
 
 
@@ -281,6 +323,8 @@ def _id_cases(w: World):
     foreign = str(w.foreign_wallet.id)
     op = {"operation_type": "DEPOSIT", "amount": "10.00"}
     transfer = {"to_wallet_number": w.foreign_wallet.number, "amount": "10.00"}
+    payout = {"amount": "10.00", "destination": "card_tok_4242"}
+    foreign_payout = str(w.foreign_payout.id)
     return {
         "operation on a malformed id": (
             "post",
@@ -369,7 +413,75 @@ def _id_cases(w: World):
             f"/api/v1/service/topups/{stranger}/",
             {"status": "paid"},
         ),
+        "payout on a malformed id": (
+            "post",
+            f"/api/v1/wallets/{malformed}/payouts/",
+            payout,
+        ),
+        "payout on an unknown id": (
+            "post",
+            f"/api/v1/wallets/{stranger}/payouts/",
+            payout,
+        ),
+        "payout on a foreign wallet": (
+            "post",
+            f"/api/v1/wallets/{foreign}/payouts/",
+            payout,
+        ),
+        "payouts of a foreign wallet": (
+            "get",
+            f"/api/v1/wallets/{foreign}/payouts/",
+            None,
+        ),
+        "a foreign payout": ("get", f"/api/v1/payouts/{foreign_payout}/", None),
+        "a malformed payout id": ("get", f"/api/v1/payouts/{malformed}/", None),
+        "cancel of a foreign payout": (
+            "post",
+            f"/api/v1/payouts/{foreign_payout}/cancel/",
+            None,
+        ),
+        "cancel of a malformed payout id": (
+            "post",
+            f"/api/v1/payouts/{malformed}/cancel/",
+            None,
+        ),
+        "cancel of an unknown payout": (
+            "post",
+            f"/api/v1/payouts/{stranger}/cancel/",
+            None,
+        ),
+        "payout decision by a user": (  # users are not the provider
+            "put",
+            f"/api/v1/service/payouts/{w.payout.id}/",
+            {"status": "paid"},
+        ),
+        "payout decision on a malformed id": (
+            "put",
+            f"/api/v1/service/payouts/{malformed}/",
+            {"status": "paid"},
+        ),
+        "payout decision on an unknown id": (
+            "put",
+            f"/api/v1/service/payouts/{stranger}/",
+            {"status": "paid"},
+        ),
     }
+
+
+PAYOUT_IDS = (  # every one a 404: another user's or no payout (or wallet) at all
+    "payout on a malformed id",
+    "payout on an unknown id",
+    "payout on a foreign wallet",
+    "payouts of a foreign wallet",
+    "a foreign payout",
+    "a malformed payout id",
+    "cancel of a foreign payout",
+    "cancel of a malformed payout id",
+    "cancel of an unknown payout",
+    "payout decision by a user",
+    "payout decision on a malformed id",
+    "payout decision on an unknown id",
+)
 
 
 @pytest.mark.parametrize(
@@ -383,6 +495,7 @@ def _id_cases(w: World):
                 "deposit with a currency",
                 "unknown operation",
                 "unknown decision",
+                "unknown payout decision",
             )
         ),
         *(
@@ -403,6 +516,7 @@ def _id_cases(w: World):
                 "topup on a foreign wallet",
                 "decision on a malformed id",
                 "decision on an unknown id",
+                *PAYOUT_IDS,
             )
         ),
     ],
@@ -413,7 +527,8 @@ def test_unknown_currencies_and_bad_ids_are_a_clear_4xx(
     group, name = case.split(": ", 1)
     table = _unknown_currency_cases(world) if group == "currency" else _id_cases(world)
     method, path, body = table[name]
-    client = client_of(service_account if "decision" in name else user)
+    by_user = "by a user" in name
+    client = client_of(service_account if "decision" in name and not by_user else user)
     before = _ledger_state()
 
     response = _send(client, method, path, body)
@@ -437,6 +552,7 @@ NOT_FOUND_IDS = {
     "topup on a foreign wallet",
     "decision on a malformed id",
     "decision on an unknown id",
+    *PAYOUT_IDS,
 }
 
 RAW_BODIES = {

@@ -18,7 +18,8 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.tests.factories import PASSWORD, UserFactory
 from fees.services import fee_charge_due
-from transactions.ledger import topup_create, transfer_create
+from transactions.ledger import payout_create, topup_create, transfer_create
+from transactions.models import Payout
 from wallets.models import Wallet
 
 pytestmark = pytest.mark.hostile
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.hostile
 @pytest.fixture
 def objects(user, other_user, make_wallet, rates, service_account):
     """The owner's wallet with a transfer (to a third party: the receiver may see
-    it), a top-up and a fee charge on it."""
+    it), a top-up, a fee charge and a pending payout on it."""
     wallet = make_wallet(owner=user, currency="KZT", balance="1000.00")
     sink = make_wallet(currency="KZT", balance="0")  # a third party's
     posting = transfer_create(
@@ -39,10 +40,14 @@ def objects(user, other_user, make_wallet, rates, service_account):
     topup = topup_create(wallet=wallet, amount=Decimal("50.00"))
     Wallet.objects.filter(pk=wallet.pk).update(next_fee_at=wallet.created_at)
     fee_charge_due(as_of=wallet.created_at + timedelta(seconds=1), batch_size=10)
+    payout = payout_create(
+        wallet=wallet, amount=Decimal("50.00"), destination="card_tok", initiator=user
+    )
     return {
         "wallet": str(wallet.id),
         "transaction": str(posting.transaction.id),
         "topup": str(topup.id),
+        "payout": str(payout.id),
     }
 
 
@@ -61,6 +66,14 @@ def _matrix(o: dict) -> list[tuple[str, str, dict | None]]:
         ("get", f"/api/v1/wallets/{w}/topups/", None),
         ("post", f"/api/v1/wallets/{w}/topups/", {"amount": "1.00"}),
         ("get", f"/api/v1/transactions/{o['transaction']}/", None),
+        ("get", f"/api/v1/wallets/{w}/payouts/", None),
+        (
+            "post",
+            f"/api/v1/wallets/{w}/payouts/",
+            {"amount": "1.00", "destination": "card_tok"},
+        ),
+        ("get", f"/api/v1/payouts/{o['payout']}/", None),
+        ("post", f"/api/v1/payouts/{o['payout']}/cancel/", None),
         (
             "post",
             "/api/v1/transfers/",
@@ -96,17 +109,19 @@ def test_another_user_and_a_service_account_get_404_for_every_object(
 def test_the_provider_api_is_a_404_for_users_and_open_to_service_accounts(
     objects, user, other_user, service_account, client_of
 ):
-    topup = objects["topup"]
     for caller in (user, other_user):
         client = client_of(caller)
-        assert client.get("/api/v1/service/topups/").status_code == 404
-        assert client.get(f"/api/v1/service/topups/{topup}/").status_code == 404
-        decided = client.put(
-            f"/api/v1/service/topups/{topup}/", {"status": "paid"}, format="json"
-        )
-        assert decided.status_code == 404
+        for kind in ("topup", "payout"):
+            one = f"/api/v1/service/{kind}s/{objects[kind]}/"
+            assert client.get(f"/api/v1/service/{kind}s/").status_code == 404
+            assert client.get(one).status_code == 404
+            decided = client.put(one, {"status": "paid"}, format="json")
+            assert decided.status_code == 404
     provider = client_of(service_account)
-    assert provider.get(f"/api/v1/service/topups/{topup}/").status_code == 200
+    for kind in ("topup", "payout"):
+        one = f"/api/v1/service/{kind}s/{objects[kind]}/"
+        assert provider.get(one).status_code == 200
+    assert Payout.objects.get(pk=objects["payout"]).status == "pending"
     # ...and nothing else of the user's: the wallet list is its own (none).
     assert provider.get("/api/v1/wallets/").json() in ([], {"results": []})
 
@@ -149,6 +164,7 @@ PROTECTED = [
     ("get", "/api/v1/rates/"),
     ("get", "/api/v1/users/me/"),
     ("get", "/api/v1/service/topups/"),
+    ("get", "/api/v1/service/payouts/"),
 ]
 
 
@@ -156,6 +172,7 @@ def test_forged_expired_and_wrong_tokens_are_401_everywhere(objects, user):
     w = objects["wallet"]
     endpoints = [*PROTECTED, *((m, p) for m, p, _ in _matrix(objects))]
     endpoints.append(("put", f"/api/v1/service/topups/{objects['topup']}/"))
+    endpoints.append(("put", f"/api/v1/service/payouts/{objects['payout']}/"))
     assert w
     for name, token in _bad_tokens(user).items():
         client = APIClient()
