@@ -53,10 +53,12 @@ def own_savepoint() -> bool:
 
 def ledger_hold_change(legs: Sequence[Leg], now: datetime) -> Book:
     """Change only the money held on user wallets (legs with a `hold` and no
-    amount): lock, check by the rule, write, like every posting."""
+    amount): lock, check by the rule, write, like every posting. Always inside
+    a caller's block here, so no savepoint of its own (a refusal fails the
+    caller's block, which is what every caller in this package wants)."""
     if not legs or any(leg.amount or not leg.hold for leg in legs):
         raise ValueError("ledger_hold_change: legs change the money held only")
-    with transaction.atomic(savepoint=own_savepoint()):
+    with transaction.atomic(savepoint=False):
         book = Book.lock(ids=[leg.wallet.id for leg in legs])
         book.apply(legs)
         writes = Writes(now)
@@ -78,23 +80,42 @@ def hold_create(
     Refused like a debit: WalletBlocked (409) on a blocked wallet,
     InsufficientFunds (400) when the available balance is smaller.
     """
+    with transaction.atomic(savepoint=own_savepoint()):
+        return hold_new(
+            wallet=wallet,
+            amount=amount,
+            expires_at=expires_at,
+            description=description,
+            created_by=created_by,
+        )
+
+
+def hold_new(
+    *,
+    wallet: Wallet,
+    amount: Decimal,
+    expires_at: datetime,
+    description: str = "",
+    created_by: User | None = None,
+) -> Hold:
+    """`hold_create` inside the caller's atomic block (no savepoint: a payout
+    creates its hold this way, in the one block that writes both)."""
     if wallet.kind != Wallet.Kind.USER:
         raise WalletNotFound()
     amount = amount_validate(amount, wallet.currency)
     now = timezone.now()
     if expires_at <= now:
         raise ValueError("hold_create: expires_at must be in the future")
-    with transaction.atomic(savepoint=own_savepoint()):
-        ledger_hold_change([Leg(wallet, Decimal(0), hold=amount)], now)
-        return Hold.objects.create(
-            wallet=wallet,
-            amount=amount,
-            currency=wallet.currency,
-            description=description,
-            created_by=created_by,
-            created_at=now,
-            expires_at=expires_at,
-        )
+    ledger_hold_change([Leg(wallet, Decimal(0), hold=amount)], now)
+    return Hold.objects.create(
+        wallet=wallet,
+        amount=amount,
+        currency=wallet.currency,
+        description=description,
+        created_by=created_by,
+        created_at=now,
+        expires_at=expires_at,
+    )
 
 
 def hold_lock(hold_id: UUID | str) -> Hold:

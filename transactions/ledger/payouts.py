@@ -31,7 +31,7 @@ from transactions.ledger.errors import (
 )
 from transactions.ledger.holds import (
     hold_capture_locked,
-    hold_create,
+    hold_new,
     hold_release,
     own_savepoint,
 )
@@ -57,7 +57,7 @@ def payout_create(
     amount = amount_validate(amount, wallet.currency)
     now = timezone.now()
     with transaction.atomic(savepoint=own_savepoint()):
-        hold = hold_create(
+        hold = hold_new(
             wallet=wallet,
             amount=amount,
             expires_at=now + settings.PAYOUT_TTL,
