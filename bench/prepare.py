@@ -4,11 +4,14 @@
     python -m bench.prepare history --wallet ID --entries 1000000
     python -m bench.prepare cursor --wallet ID --offset 900000
     python -m bench.prepare fees --wallets 100000
-    python -m bench.prepare snapshot
+    python -m bench.prepare holds --wallet ID --count 100 --amount 100.00
+    python -m bench.prepare service --prefix provider
+    python -m bench.prepare snapshot [--wallet ID]
 
 Run with the stack's environment (DATABASE_URL, SECRET_KEY, ...). Every balance it
 sets is explained by balanced entries against the `external` system wallet, so
-`manage.py reconcile` is clean before and after.
+`manage.py reconcile` is clean before and after; holds are created through the
+ledger (`hold_create`), so every wallet's `held` is the sum of its active holds.
 """
 
 import argparse
@@ -30,7 +33,8 @@ from djmoney.money import Money  # noqa: E402
 from rest_framework_simplejwt.tokens import AccessToken  # noqa: E402
 
 from accounts.models import User  # noqa: E402
-from transactions.models import Entry, Transaction  # noqa: E402
+from transactions.ledger import hold_create  # noqa: E402
+from transactions.models import Entry, Hold, Transaction  # noqa: E402
 from wallets.models import Wallet  # noqa: E402
 from wallets.numbers import generate_number  # noqa: E402
 from wallets.selectors import system_wallet  # noqa: E402
@@ -214,8 +218,62 @@ def fees(wallets: int) -> None:
     _settle(Wallet._meta.db_table, Transaction._meta.db_table, Entry._meta.db_table)
 
 
-def snapshot() -> None:
-    """What the ledger says, for the checks after each scenario."""
+def holds(wallet: str, count: int, amount: str) -> None:
+    """`count` active holds of `amount` on the user wallet, through the ledger,
+    expiring in a year (nothing releases them during the run): every debit on
+    the wallet then runs its available-balance rule with money held. Prints the
+    wallet's `held`."""
+    wallet = Wallet.objects.get(pk=wallet)
+    expires_at = timezone.now() + timezone.timedelta(days=365)
+    for _ in range(count):
+        hold_create(
+            wallet=wallet,
+            amount=Decimal(amount),
+            expires_at=expires_at,
+            description="benchmark hold",
+        )
+    _settle(Hold._meta.db_table, Wallet._meta.db_table)
+    wallet.refresh_from_db(fields=["held"])
+    print(wallet.held)
+
+
+def service(prefix: str) -> None:
+    """A payment provider's service account (`is_service`); prints its token."""
+    user = User.objects.create(
+        email=f"{prefix}@bench.invalid",
+        password="!",  # noqa: S106
+        is_service=True,
+    )
+    print(AccessToken.for_user(user))
+
+
+# Payouts that break the two-phase rule: paid without exactly one posted `payout`
+# transaction taking its amount from its wallet; a `payout` transaction no payout
+# points to (a payment twice); a hold still active on a decided payout or not
+# active on a pending one, or holding another amount.
+_PAYOUT_PROBLEMS_SQL = """
+SELECT (SELECT count(*) FROM transactions_payout p
+         WHERE p.status = 'paid' AND NOT EXISTS (
+               SELECT 1 FROM transactions_transaction t
+                 JOIN transactions_entry e ON e.transaction_id = t.id
+                WHERE t.id = p.transaction_id AND t.kind = 'payout'
+                  AND t.status = 'posted' AND e.wallet_id = p.wallet_id
+                  AND e.amount = -p.amount)),
+       (SELECT count(*) FROM transactions_transaction t
+         WHERE t.kind = 'payout' AND NOT EXISTS (
+               SELECT 1 FROM transactions_payout p
+                WHERE p.transaction_id = t.id)),
+       (SELECT count(*) FROM transactions_payout p
+          JOIN transactions_hold h ON h.id = p.hold_id
+         WHERE (p.status = 'pending') <> (h.status = 'active')
+            OR h.amount <> p.amount
+            OR (p.status = 'paid') <> (h.status = 'captured'))
+"""
+
+
+def snapshot(wallet: str | None = None) -> None:
+    """What the ledger says, for the checks after each scenario (and `wallet`'s
+    balance, held and active holds, when given)."""
     with connection.cursor() as c:
         c.execute(
             "SELECT coalesce(sum(balance), 0), count(*) FROM wallets_wallet "
@@ -231,6 +289,47 @@ def snapshot() -> None:
         (entries,) = c.fetchone()
         c.execute("SELECT count(*) FROM fees_feecharge")
         (fee_charges,) = c.fetchone()
+        c.execute(
+            "SELECT coalesce(sum(held), 0) FROM wallets_wallet WHERE kind = 'user'"
+        )
+        (held,) = c.fetchone()
+        c.execute(
+            "SELECT coalesce(sum(amount), 0) FROM transactions_hold "
+            "WHERE status = 'active'"
+        )
+        (active_holds,) = c.fetchone()
+        c.execute(
+            "SELECT status, count(*), sum(amount) FROM transactions_payout "
+            "GROUP BY status"
+        )
+        payouts = {status: [n, str(amount)] for status, n, amount in c.fetchall()}
+        c.execute(_PAYOUT_PROBLEMS_SQL)
+        payout_problems = dict(
+            zip(("paid", "unclaimed_transactions", "holds"), c.fetchone(), strict=True)
+        )
+        # A system wallet's balance is the sum of its entries (never updated).
+        c.execute(
+            "SELECT coalesce(sum(e.amount), 0) FROM transactions_entry e "
+            "JOIN wallets_wallet w ON w.id = e.wallet_id "
+            "WHERE w.kind = 'system' AND w.system_code = %s",
+            [Wallet.SystemCode.PROVIDER],
+        )
+        (provider,) = c.fetchone()
+        one = None
+        if wallet:
+            c.execute(
+                "SELECT w.balance, w.held, (SELECT coalesce(sum(h.amount), 0) "
+                "FROM transactions_hold h "
+                "WHERE h.wallet_id = w.id AND h.status = 'active') "
+                "FROM wallets_wallet w WHERE w.id = %s",
+                [wallet],
+            )
+            balance, held_one, holds_one = c.fetchone()
+            one = {
+                "balance": str(balance),
+                "held": str(held_one),
+                "active_holds": str(holds_one),
+            }
     print(
         json.dumps(
             {
@@ -239,6 +338,12 @@ def snapshot() -> None:
                 "transactions": kinds,
                 "entries": entries,
                 "fee_charges": fee_charges,
+                "held_total": str(held),
+                "active_holds_total": str(active_holds),
+                "payouts": payouts,
+                "payout_problems": payout_problems,
+                "provider_entries": str(provider),
+                "wallet": one,
             }
         )
     )
@@ -260,12 +365,24 @@ def main(argv: list[str]) -> None:
     p.add_argument("--offset", type=int, required=True)
     p = sub.add_parser("fees")
     p.add_argument("--wallets", type=int, required=True)
-    sub.add_parser("snapshot")
+    p = sub.add_parser("holds")
+    p.add_argument("--wallet", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--amount", default="100.00")
+    p = sub.add_parser("service")
+    p.add_argument("--prefix", default="provider")
+    p = sub.add_parser("snapshot")
+    p.add_argument("--wallet")
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
-    {"users": users, "history": history, "cursor": cursor, "fees": fees}.get(
-        command, snapshot
-    )(**args)
+    {
+        "users": users,
+        "history": history,
+        "cursor": cursor,
+        "fees": fees,
+        "holds": holds,
+        "service": service,
+    }.get(command, snapshot)(**args)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Environment (all optional):
   BENCH_ONLY           comma-separated scenario names to run (default: all)
   BENCH_HISTORY_ENTRIES  entries on the history wallet (1000000)
   BENCH_FEE_WALLETS    due wallets for charge_fees (100000)
+  BENCH_HOLDS          active holds on the hot-held wallet (100)
   BENCH_FEES_TIMEOUT   stop charge_fees after this many seconds (600)
   BENCH_WEB_WORKERS    Gunicorn workers (2)
   BENCH_KEEP_DB        keep the database afterwards (1)
@@ -98,6 +99,16 @@ SCENARIOS = [
         mode="operation",
         targets="hot",
     ),
+    # The same load on a wallet carrying active holds: every debit's rule runs
+    # with money held (issue 18: within 10% of "hot").
+    Scenario(
+        "hot-held",
+        "1b. hot wallet with active holds",
+        "wrk",
+        30,
+        mode="operation",
+        targets="hot-held",
+    ),
     Scenario(
         "spread",
         "2. spread over 1000 wallets",
@@ -115,6 +126,16 @@ SCENARIOS = [
         targets="spread",
     ),
     Scenario("get", "4. GET wallet detail", "wrk", 20, mode="get", targets="spread"),
+    # Two-phase money out: each payout created by its owner (held) and paid by the
+    # provider's service account (one `payout` transaction), over 1000 wallets.
+    Scenario(
+        "payouts",
+        "8. payouts: create + paid, 1000 wallets",
+        "wrk",
+        30,
+        mode="payout",
+        targets="payouts",
+    ),
     Scenario(
         "overload",
         "6. overload: 256 connections, 1 wallet",
@@ -197,8 +218,10 @@ def prepare(env: dict, *args: str) -> str:
     return result.stdout
 
 
-def snapshot(env: dict) -> dict:
-    return json.loads(prepare(env, "snapshot"))
+def snapshot(env: dict, wallet: str | None = None) -> dict:
+    return json.loads(
+        prepare(env, "snapshot", *(["--wallet", wallet] if wallet else []))
+    )
 
 
 def children_rss_mb(parent: int) -> list[float]:
@@ -274,6 +297,9 @@ def wrk_result(scenario: Scenario, data: dict) -> Result:
             "deposits": data["deposits"],
             "withdrawals": data["withdrawals"],
             "transfers": data["transfers"],
+            "payouts": data["payouts"],
+            "paid": data["paid"],
+            "unpaid_queued": data["unpaid_queued"],
             "sent": data["sent"],
             "latency_ms": data["latency_ms"],
         },
@@ -293,6 +319,10 @@ class Bench:
         self.fixed_seconds = int(os.environ.get("BENCH_SECONDS", "0") or 0)
         self.history_entries = int(os.environ.get("BENCH_HISTORY_ENTRIES", "1000000"))
         self.fee_wallets = int(os.environ.get("BENCH_FEE_WALLETS", "100000"))
+        self.hold_count = int(os.environ.get("BENCH_HOLDS", "100"))
+        # The hot-held wallet and the money held on it (prepare_held).
+        self.held_wallet = ""
+        self.held = Decimal(0)
         self.web_workers = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
         self.fees_timeout = int(os.environ.get("BENCH_FEES_TIMEOUT", "600"))
         self.web_rss: dict[str, list[float]] = {}
@@ -471,6 +501,11 @@ class Bench:
         scenario = Scenario(**{**asdict(scenario), "seconds": seconds})
         if scenario.mode == "history":
             self.prepare_history()
+        elif scenario.targets == "hot-held":
+            self.prepare_held()
+        elif scenario.targets == "payouts":
+            self.prepare_payouts()
+        watched = self.held_wallet if scenario.targets == "hot-held" else None
         # Warm up (imports, pools, caches) before anything is counted.
         warmup = Scenario(**{**asdict(scenario), "seconds": 2})
         run_wrk(self.stack.url, warmup, self.files[scenario.targets])
@@ -480,7 +515,7 @@ class Bench:
                 self.db_url, "SELECT sum(balance), count(*) FROM bench_account"
             )
             psql(self.db_url, "TRUNCATE bench_entry")
-        before = snapshot(self.env)
+        before = snapshot(self.env, watched)
         log(f"{scenario.name}: wrk -c {scenario.connections} -d {seconds}s")
         result = wrk_result(
             scenario, run_wrk(self.stack.url, scenario, self.files[scenario.targets])
@@ -492,8 +527,10 @@ class Bench:
             if not created <= entries <= created + scenario.connections:
                 result.check_ok = False
                 result.check += f"; {created} x 201 vs {entries} entries"
+        elif scenario.mode == "payout":
+            self.payout_check(result, before, snapshot(self.env))
         else:
-            self.ledger_check(result, scenario, before, snapshot(self.env))
+            self.ledger_check(result, scenario, before, snapshot(self.env, watched))
         self.results.append(result)
         self.show(result)
 
@@ -545,6 +582,8 @@ class Bench:
             if moved != expected:
                 problems.append(f"balances moved {moved}, ledger posted {expected}")
             summary = f"balance {moved:+} == posted ops"
+            if scenario.targets == "hot-held":
+                summary += self.held_check(before, after, problems)
         elif scenario.mode == "transfer":
             if moved != 0:
                 problems.append(f"user balances moved {moved}")
@@ -561,6 +600,132 @@ class Bench:
             problems.append(line)
         result.check_ok = not problems
         result.check = "; ".join(problems) if problems else summary + ", reconcile ok"
+
+    def held_check(self, before: dict, after: dict, problems: list[str]) -> str:
+        """The hot-held wallet's holds stay as they were: nothing captures or
+        releases them, and a debit never takes from the money held."""
+        held = [
+            Decimal(s["wallet"][k])
+            for s in (before, after)
+            for k in ("held", "active_holds")
+        ]
+        if any(x != self.held for x in held):
+            problems.append(
+                f"held before {held[0]} (holds {held[1]}), after {held[2]} "
+                f"(holds {held[3]}), expected {self.held}"
+            )
+        return f", held {self.held} == {self.hold_count} holds, unchanged"
+
+    def payout_check(self, result: Result, before: dict, after: dict) -> None:
+        """Every answered 201 is a payout; each new payout is paid exactly once
+        (one posted `payout` transaction) or, created near the cut-off, still
+        pending with its hold; what left the user wallets is what the provider's
+        wallet received; the money held is the sum of the active holds."""
+        problems = []
+
+        def payouts(snap: dict, status: str | None = None) -> tuple[int, Decimal]:
+            rows = [v for k, v in snap["payouts"].items() if status in (None, k)]
+            return sum(n for n, _ in rows), sum(
+                (Decimal(a) for _, a in rows), Decimal(0)
+            )
+
+        def new(status: str | None = None) -> tuple[int, Decimal]:
+            (n1, a1), (n0, a0) = payouts(after, status), payouts(before, status)
+            return n1 - n0, a1 - a0
+
+        created, _ = new()
+        paid, paid_amount = new("paid")
+        pending, pending_amount = new("pending")
+        sent = result.extra["sent"]
+        if not result.extra["payouts"] <= created <= sent["payouts"]:
+            problems.append(
+                f"payouts: {result.extra['payouts']} answered, {created} created"
+            )
+        if not result.extra["paid"] <= paid <= sent["payments"]:
+            problems.append(f"paid: {result.extra['paid']} answered, {paid} in ledger")
+        if created != paid + pending:
+            problems.append(
+                f"{created - paid - pending} payouts neither paid nor pending"
+            )
+        transactions = after["transactions"].get("payout", 0) - before[
+            "transactions"
+        ].get("payout", 0)
+        if transactions != paid:
+            problems.append(f"{paid} payouts paid by {transactions} transactions")
+        if bad := {k: v for k, v in after["payout_problems"].items() if v}:
+            problems.append(f"payouts breaking the two-phase rule: {bad}")
+        moved = Decimal(after["user_balance_total"]) - Decimal(
+            before["user_balance_total"]
+        )
+        received = Decimal(after["provider_entries"]) - Decimal(
+            before["provider_entries"]
+        )
+        if not moved == -paid_amount == -received:
+            problems.append(
+                f"user balances moved {moved}, provider received {received}, "
+                f"paid {paid_amount}"
+            )
+        held = Decimal(after["held_total"]) - Decimal(before["held_total"])
+        in_holds = Decimal(after["active_holds_total"])
+        if held != pending_amount or Decimal(after["held_total"]) != in_holds:
+            problems.append(
+                f"held moved {held} for {pending_amount} pending; held "
+                f"{after['held_total']}, active holds {after['active_holds_total']}"
+            )
+        if result.server_errors:
+            problems.append(f"{result.server_errors} x 5xx")
+        per_s = round(paid / result.seconds, 1) if result.seconds else 0.0
+        result.extra.update(
+            payouts_created=created, payouts_paid=paid, paid_per_s=per_s
+        )
+        result.extra["unanswered_posted"] = created - result.extra["payouts"]
+        clean, line = reconcile(self.env)
+        if not clean:
+            problems.append(line)
+        result.check_ok = not problems
+        result.check = (
+            "; ".join(problems)
+            if problems
+            else (
+                f"{paid} paid once ({per_s}/s), {pending} pending with holds at "
+                f"cut-off, users {moved:+} == -(provider {received:+}), "
+                "held == active holds, reconcile ok"
+            )
+        )
+
+    def prepare_held(self) -> None:
+        if self.held_wallet:
+            return
+        log(f"creating {self.hold_count} holds on the hot-held wallet")
+        path = self.tmp / "hot-held.tsv"
+        prepare(
+            self.env, "users", "--count", "1", "--out", str(path), "--prefix", "held"
+        )
+        self.held_wallet = path.read_text().split("\t", 1)[0]
+        self.held = Decimal(
+            prepare(
+                self.env,
+                "holds",
+                "--wallet",
+                self.held_wallet,
+                "--count",
+                str(self.hold_count),
+            ).strip()
+        )
+        self.files["hot-held"] = path
+
+    def prepare_payouts(self) -> None:
+        """The 1000 spread wallets' owners create; one service account pays."""
+        if "payouts" in self.files:
+            return
+        token = prepare(self.env, "service", "--prefix", "bench-provider").strip()
+        path = self.tmp / "payouts.tsv"
+        rows = (
+            line.split("\t")[:2]
+            for line in self.files["spread"].read_text().splitlines()
+        )
+        path.write_text("".join(f"{w}\t{t}\t{token}\n" for w, t in rows))
+        self.files["payouts"] = path
 
     def prepare_history(self) -> None:
         if "history-first" in self.files:
@@ -667,6 +832,7 @@ class Bench:
 
         ratios = {
             "hot/floor-hot": ratio("hot", "floor-hot"),
+            "hot-held/hot": ratio("hot-held", "hot"),  # issue 18: >= 0.9
             "hot/pgbench-hot": ratio("hot", "pgbench-hot"),
             "spread/floor-1000": ratio("spread", "floor-1000"),
             "transfers/floor-1000": ratio("transfers", "floor-1000"),
@@ -721,6 +887,7 @@ class Bench:
                 "seconds": self.fixed_seconds or "per scenario",
                 "history_entries": self.history_entries,
                 "fee_wallets": self.fee_wallets,
+                "holds": self.hold_count,
                 "jwt_user_cache_seconds": self.user_cache,
                 "stack_env": os.environ.get("BENCH_STACK_ENV", ""),
             },
