@@ -84,7 +84,7 @@ typecheck: install
 	DEBUG=true $(BIN)/mypy accounts wallets transactions fees wallet_project
 
 # The benchmark: Nginx -> Gunicorn (gevent) -> PostgreSQL/Redis on loopback under wrk,
-# next to the database's floor (pgbench) and Django's (a bare view); ~8 minutes.
+# next to the database's floor (pgbench) and Django's (a bare view); ~10 minutes.
 # Prints one table, writes var/bench/*.json. BENCH_SECONDS=5 for a quick try; see
 # bench/run.py for the other knobs. Run it on a quiet machine.
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/wallet_bench
