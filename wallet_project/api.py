@@ -19,7 +19,12 @@ from accounts.errors import ErrorCode as AccountsErrorCode
 from fees.errors import ErrorCode as FeesErrorCode
 from transactions.ledger import ErrorCode as LedgerErrorCode
 from transactions.ledger import IdempotencyRequest, IdempotentResponse
-from wallet_project.errors import DATABASE_UNAVAILABLE, DomainError, ErrorCode
+from wallet_project.errors import (
+    DATABASE_UNAVAILABLE,
+    DomainError,
+    ErrorCode,
+    ErrorCodes,
+)
 from wallets.errors import ErrorCode as WalletsErrorCode
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -42,8 +47,9 @@ def _error_classes(base: type) -> dict[str, type]:
     found for a code, the most general)."""
     code = getattr(base, "code", None) or base.default_code  # type: ignore[attr-defined]
     found: dict[str, type] = {code: base}
-    for cls in base.__subclasses__():
-        for sub_code, sub in _error_classes(cls).items():
+    subclass: type
+    for subclass in base.__subclasses__():
+        for sub_code, sub in _error_classes(subclass).items():
             found.setdefault(sub_code, sub)
     return found
 
@@ -72,15 +78,16 @@ def _error_choices() -> list[tuple[str, Any]]:
         **_error_classes(DomainError),
     }
     choices = []
-    for enum in (
+    enums: tuple[type[ErrorCodes], ...] = (
         ErrorCode,
         AccountsErrorCode,
         WalletsErrorCode,
         LedgerErrorCode,
         FeesErrorCode,
-    ):
+    )
+    for enum in enums:
         for code in enum:
-            cls = classes.get(code)
+            cls: Any = classes.get(code)
             if cls is None:
                 label = _UNCLASSED[code]
             elif issubclass(cls, DomainError):

@@ -82,19 +82,19 @@ class InvalidInput(DomainError):
     """A value the database refused (django.db.DataError: out of range, not of
     its type) that validation let through: still the client's input, so a 400."""
 
-    code = ErrorCode.INVALID_INPUT
+    code: ErrorCodes = ErrorCode.INVALID_INPUT
     message = _("A value in the request is out of range or not valid.")
 
 
 class NotFound(DomainError):
     status_code = status.HTTP_404_NOT_FOUND
-    code = ErrorCode.NOT_FOUND
+    code: ErrorCodes = ErrorCode.NOT_FOUND
     message = _("Not found.")
 
 
 class Conflict(DomainError):
     status_code = status.HTTP_409_CONFLICT
-    code = ErrorCode.CONFLICT
+    code: ErrorCodes = ErrorCode.CONFLICT
     message = _("The request conflicts with the current state.")
 
 
@@ -103,7 +103,7 @@ class RetryLater(DomainError):
     Retry-After header."""
 
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    code = ErrorCode.RETRY_LATER
+    code: ErrorCodes = ErrorCode.RETRY_LATER
     message = _("Too many requests. Retry in %(retry_after)s seconds.")
 
     def __init__(self, message=None, *, retry_after: int, **params):
