@@ -20,6 +20,7 @@ from uuid import UUID
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from djmoney.money import Money
 
@@ -81,8 +82,17 @@ def payout_is_stale(payout: Payout, now=None) -> bool:
     return payout.expires_at <= (now or timezone.now())
 
 
+def _locked(**options) -> QuerySet[Payout]:
+    """Payouts with their holds, both rows locked by the one query (the payout
+    first is the order every path keeps: a payout's hold is only ever locked
+    through its payout)."""
+    return Payout.objects.select_for_update(
+        of=("self", "hold"), **options
+    ).select_related("wallet", "hold")
+
+
 def _payout_lock(payout_id: UUID | str, *, owner: User | None = None) -> Payout:
-    payouts = Payout.objects.select_for_update(of=("self",)).select_related("wallet")
+    payouts = _locked()
     if owner is not None:
         payouts = payouts.filter(wallet__owner=owner)
     try:
@@ -92,11 +102,10 @@ def _payout_lock(payout_id: UUID | str, *, owner: User | None = None) -> Payout:
 
 
 def _hold_of(payout: Payout) -> Hold:
-    return (
-        Hold.objects.select_for_update(of=("self",))
-        .select_related("wallet")
-        .get(pk=payout.hold_id)
-    )
+    """The payout's hold, locked with it (`_locked`), on the payout's wallet."""
+    hold = payout.hold
+    hold.wallet = payout.wallet
+    return hold
 
 
 def _finish(payout: Payout, *, status: str, now, decided_by: User | None) -> None:
@@ -242,8 +251,7 @@ def payout_expire_stale(*, now=None, batch_size: int = 200) -> int:
     while True:
         with transaction.atomic():
             payouts = list(
-                Payout.objects.select_for_update(skip_locked=True, of=("self",))
-                .select_related("wallet")
+                _locked(skip_locked=True)
                 .filter(status=Payout.Status.PENDING, expires_at__lte=now)
                 .order_by("expires_at")[:batch_size]
             )
