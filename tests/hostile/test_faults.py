@@ -94,6 +94,21 @@ class Attempt:
     body: bytes = b""
     retry_after: str = ""  # 1: Django's 503; 5: Nginx's (no answer from Gunicorn)
 
+    @classmethod
+    def answered(cls, phase: str, response) -> Attempt:
+        return cls(
+            phase,
+            response.status,
+            None,
+            response.headers.get("content-type", ""),
+            response.body[:300],
+            response.headers.get("retry-after", ""),
+        )
+
+    @classmethod
+    def failed(cls, phase: str, exc: OSError) -> Attempt:
+        return cls(phase, None, type(exc).__name__)
+
 
 @dataclass
 class Operation:
@@ -161,18 +176,9 @@ class Load:
                     timeout=10,
                 )
             except OSError as exc:  # refused, reset, timed out
-                op.attempts.append(Attempt(phase, None, type(exc).__name__))
+                op.attempts.append(Attempt.failed(phase, exc))
             else:
-                op.attempts.append(
-                    Attempt(
-                        phase,
-                        response.status,
-                        None,
-                        response.headers.get("content-type", ""),
-                        response.body[:300],
-                        response.headers.get("retry-after", ""),
-                    )
-                )
+                op.attempts.append(Attempt.answered(phase, response))
                 if response.status < 500:
                     op.final_status = response.status
                     if response.status == 201:
@@ -223,17 +229,9 @@ def _probe_while(stack: Stack, token: str, wallet_id: str, until: threading.Even
                 r = http_request(
                     method, stack.url + path, json_body=body, token=token, timeout=10
                 )
-                seen.append(
-                    Attempt(
-                        "probe",
-                        r.status,
-                        None,
-                        r.headers.get("content-type", ""),
-                        r.body[:300],
-                    )
-                )
+                seen.append(Attempt.answered("probe", r))
             except OSError as exc:
-                seen.append(Attempt("probe", None, type(exc).__name__))
+                seen.append(Attempt.failed("probe", exc))
         time.sleep(0.1)
     return seen
 

@@ -119,7 +119,6 @@ class Load:
             self.calls.append(call)
         deadline = time.monotonic() + RETRY_FOR
         while True:
-            phase = self.phase
             try:
                 response = http_request(
                     call.method,
@@ -129,19 +128,12 @@ class Load:
                     headers={"Idempotency-Key": call.key} if call.key else None,
                     timeout=10,
                 )
+            # Each attempt is labelled with the phase it ended in: one sent just
+            # before a fault and cut by it belongs to that fault, not the baseline.
             except OSError as exc:  # refused, reset, timed out
-                call.attempts.append(Attempt(phase, None, type(exc).__name__))
+                call.attempts.append(Attempt.failed(self.phase, exc))
             else:
-                call.attempts.append(
-                    Attempt(
-                        phase,
-                        response.status,
-                        None,
-                        response.headers.get("content-type", ""),
-                        response.body[:300],
-                        response.headers.get("retry-after", ""),
-                    )
-                )
+                call.attempts.append(Attempt.answered(self.phase, response))
                 if response.status < 500:
                     call.status = response.status
                     call.answer = response.json()
@@ -264,17 +256,9 @@ def _probe_while(stack: Stack, token: str, wallet_id: str, provider: str, until)
                 r = http_request(
                     method, stack.url + path, json_body=body, token=who, timeout=10
                 )
-                seen.append(
-                    Attempt(
-                        "probe",
-                        r.status,
-                        None,
-                        r.headers.get("content-type", ""),
-                        r.body[:300],
-                    )
-                )
+                seen.append(Attempt.answered("probe", r))
             except OSError as exc:
-                seen.append(Attempt("probe", None, type(exc).__name__))
+                seen.append(Attempt.failed("probe", exc))
         time.sleep(0.1)
     return seen
 
@@ -527,7 +511,9 @@ def test_payouts_are_never_half_done_under_faults(payout_env):
             assert a.content_type.startswith("application/json"), a
             assert json.loads(a.body)["code"] == "service_unavailable"
     before_faults = [a for a in attempts if a.phase in ("warm-up", "baseline")]
-    assert all(a.status is not None and a.status < 500 for a in before_faults)
+    assert all(a.status is not None and a.status < 500 for a in before_faults), [
+        a for a in before_faults if a.status is None or a.status >= 500
+    ][:5]
     db_down = [a for a in probes if a.status is not None]
     assert db_down and all(a.status == 503 for a in db_down), db_down[:5]
 
