@@ -160,3 +160,21 @@ def own_redis() -> Iterator[RedisServer]:
     finally:
         server.stop()
         server.log.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def faulty_stack(*, prefix: str, env: dict[str, str]) -> Iterator[tuple]:
+    """A stack of its own for a fault test: its own PostgreSQL cluster and Redis
+    (which the test may stop and restart), a fresh database, two web workers
+    with a small pool. Yields (pg, redis, stack, database url)."""
+    from tests.stack import fresh_database, running_stack
+
+    with own_postgres() as pg, own_redis() as rds:
+        with fresh_database(pg.url, prefix=prefix) as db_url:
+            with running_stack(
+                database_url=db_url,
+                redis_url=rds.url,
+                web_workers=2,
+                env={"DATABASE_POOL_MAX": "8", "DATABASE_POOL_TIMEOUT": "3", **env},
+            ) as stack:
+                yield pg, rds, stack, db_url

@@ -37,8 +37,8 @@ import pytest
 
 from tests.hostile.conftest import figures_path
 from tests.hostile.seed import login, seed_users
-from tests.hostile.services import own_postgres, own_redis
-from tests.stack import REPO, Stack, fresh_database, http_request, running_stack
+from tests.hostile.services import faulty_stack
+from tests.stack import REPO, Stack, http_request
 
 pytestmark = pytest.mark.hostile
 
@@ -50,21 +50,10 @@ DOWN_FOR = 3.0  # seconds PostgreSQL / Redis stay down
 
 @pytest.fixture(scope="module")
 def fault_env():
-    with own_postgres() as pg, own_redis() as rds:
-        with fresh_database(pg.url, prefix="wallet_faults") as db_url:
-            with running_stack(
-                database_url=db_url,
-                redis_url=rds.url,
-                web_workers=2,
-                env={
-                    "DATABASE_POOL_MAX": "8",
-                    "DATABASE_POOL_TIMEOUT": "3",
-                    # Small batches: the set-based fee run charges 600 wallets in
-                    # well under a second, and the kill must land mid-run.
-                    "FEE_BATCH_SIZE": "5",
-                },
-            ) as stack:
-                yield pg, rds, stack, db_url
+    # Small batches: the set-based fee run charges 600 wallets in well under a
+    # second, and the kill must land mid-run.
+    with faulty_stack(prefix="wallet_faults", env={"FEE_BATCH_SIZE": "5"}) as env:
+        yield env
 
 
 def _children(pid: int) -> list[int]:

@@ -35,9 +35,9 @@ import pytest
 
 from tests.hostile.conftest import figures_path
 from tests.hostile.seed import login, seed_users
-from tests.hostile.services import own_postgres, own_redis
+from tests.hostile.services import faulty_stack
 from tests.hostile.test_faults import Attempt, _kill_a_web_worker, _query
-from tests.stack import Stack, fresh_database, http_request, running_stack
+from tests.stack import Stack, http_request
 
 pytestmark = pytest.mark.hostile
 
@@ -59,19 +59,9 @@ HOLD_OF_PAYOUT = {
 
 @pytest.fixture(scope="module")
 def payout_env():
-    with own_postgres() as pg, own_redis() as rds:
-        with fresh_database(pg.url, prefix="wallet_payout_faults") as db_url:
-            with running_stack(
-                database_url=db_url,
-                redis_url=rds.url,
-                web_workers=2,
-                env={
-                    "DATABASE_POOL_MAX": "8",
-                    "DATABASE_POOL_TIMEOUT": "3",
-                    "PAYOUT_TTL_SECONDS": str(PAYOUT_TTL_SECONDS),
-                },
-            ) as stack:
-                yield pg, stack, db_url
+    env = {"PAYOUT_TTL_SECONDS": str(PAYOUT_TTL_SECONDS)}
+    with faulty_stack(prefix="wallet_payout_faults", env=env) as (pg, _, stack, db):
+        yield pg, stack, db
 
 
 # --- The load -------------------------------------------------------------------------
