@@ -402,3 +402,194 @@ class Payout(models.Model):
 
     def __str__(self) -> str:
         return f"payout {self.amount} ({self.status})"
+
+
+class CurrentTxid(models.Func):
+    """The writing transaction's id (`pg_current_xact_id()`), as a bigint."""
+
+    template = "(pg_current_xact_id()::text::bigint)"
+    output_field = models.BigIntegerField()
+
+
+class Event(models.Model):
+    """Something a wallet's owner cares about, written in the SAME DB
+    transaction as the change it reports (the outbox): a rolled-back change
+    leaves no event. `sequence` counts the wallet's events 1, 2, 3... with no
+    gaps (the wallet's `event_sequence`, raised under its row lock).
+
+    Readers (the events list, the webhook dispatcher) take events in commit
+    order by (`txid`, `id`) and only those whose writing transaction is older
+    than every one still running (`transactions.events.VISIBLE_SQL`): an id
+    alone is not commit order (a transaction may take id 5 and commit after
+    the one that took 6), and a cursor on it would skip 5.
+    """
+
+    class Type(models.TextChoices):
+        TRANSACTION_POSTED = "transaction.posted"
+        TOPUP_PAID = "topup.paid"
+        TOPUP_REJECTED = "topup.rejected"
+        TOPUP_EXPIRED = "topup.expired"
+        PAYOUT_PENDING = "payout.pending"
+        PAYOUT_PAID = "payout.paid"
+        PAYOUT_FAILED = "payout.failed"
+        PAYOUT_CANCELED = "payout.canceled"
+        PAYOUT_EXPIRED = "payout.expired"
+        WALLET_BLOCKED = "wallet.blocked"
+        WALLET_UNBLOCKED = "wallet.unblocked"
+        FEE_CHARGED = "fee.charged"
+
+    id = models.BigAutoField(primary_key=True)
+    type = models.CharField(_("type"), max_length=32, choices=Type.choices)
+    wallet = models.ForeignKey(
+        "wallets.Wallet", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    # The wallet's owner, denormalised: the events list and the dispatcher
+    # select by owner.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+    )
+    sequence = models.BigIntegerField(_("sequence"))
+    data = models.JSONField(encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(_("created at"))
+    txid = models.BigIntegerField(db_default=CurrentTxid(), editable=False)
+
+    class Meta:
+        verbose_name = _("event")
+        verbose_name_plural = _("events")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["wallet", "sequence"], name="event_wallet_sequence"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["user", "txid", "id"], name="event_user_order_idx"),
+            models.Index(fields=["txid", "id"], name="event_order_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} #{self.sequence}"
+
+
+class OutboxCursor(models.Model):
+    """How far a reader of the outbox (the webhook dispatcher) has got, in
+    commit order: the last (`txid`, `event_id`) it handled."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    txid = models.BigIntegerField(default=0)
+    event_id = models.BigIntegerField(default=0)
+
+
+class WebhookEndpoint(models.Model):
+    """A URL of a user's (or a service account's) that receives that user's
+    events, signed with `secret` (and, for 24 h after a rotation, with
+    `previous_secret` too)."""
+
+    class Status(models.TextChoices):
+        ENABLED = "enabled", _("enabled")
+        DISABLED = "disabled", _("disabled")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="webhook_endpoints",
+    )
+    url = models.URLField(_("URL"), max_length=2048)
+    # ["*"] or a list of Event.Type values.
+    event_types = models.JSONField(_("event types"), default=list)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.ENABLED
+    )
+    secret = models.CharField(max_length=64, editable=False)
+    previous_secret = models.CharField(max_length=64, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(
+        null=True, blank=True, editable=False
+    )
+    # Since when every delivery to it has failed (None once one succeeds).
+    failing_since = models.DateTimeField(_("failing since"), null=True, blank=True)
+    disabled_at = models.DateTimeField(_("disabled at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("webhook endpoint")
+        verbose_name_plural = _("webhook endpoints")
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "status"], name="webhook_endpoint_user_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookDelivery(models.Model):
+    """One event to one endpoint, delivered at least once: `pending` until a
+    2xx (`delivered`) or until retries run out (`failed`). `next_attempt_at`
+    is when the next try is due; the beat sweep sends what is due, so a lost
+    broker message only delays it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("pending")
+        DELIVERED = "delivered", _("delivered")
+        FAILED = "failed", _("failed")
+
+    id = models.BigAutoField(primary_key=True)
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint", "event"], name="webhook_delivery_once"
+            ),
+        ]
+        indexes = [
+            # The sweep: pending deliveries, the earliest due first.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending"),
+                name="webhook_delivery_due_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.id} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """One HTTP try of a delivery, as the admin shows it."""
+
+    id = models.BigAutoField(primary_key=True)
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_set"
+    )
+    started_at = models.DateTimeField(_("started at"))
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"))
+    status_code = models.PositiveSmallIntegerField(
+        _("status code"), null=True, blank=True
+    )
+    # Why it failed without a status (timeout, refused, URL not allowed...).
+    error = models.CharField(_("error"), max_length=255, blank=True)
+    response_excerpt = models.TextField(_("response excerpt"), blank=True)
+
+    class Meta:
+        verbose_name = _("webhook attempt")
+        verbose_name_plural = _("webhook attempts")
+        ordering = ["id"]

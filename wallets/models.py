@@ -61,6 +61,10 @@ class Wallet(models.Model):
     status = models.CharField(
         max_length=8, choices=Status.choices, default=Status.ACTIVE, editable=False
     )
+    # How many events (transactions.Event) this wallet has had: the last one's
+    # `sequence`. Raised only with the wallet's row locked, in the statement that
+    # inserts the events, so the sequence has no gaps.
+    event_sequence = models.BigIntegerField(default=0, editable=False)
     blocked_reason = models.CharField(max_length=255, blank=True, editable=False)
     next_fee_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -10,6 +10,9 @@ everything else in the package is private.
   batch (group_commit.py) and the fee run's set-based debits
   (`ledger_debit_many`) all go through it.
 - Its refusals and their codes (errors.py): one `ErrorCode` enum.
+- The outbox (events.py): the events of every change, written with it (the
+  writer's statement or `event_record_many`), numbered per wallet with no gaps,
+  read in commit order (`EVENTS_VISIBLE_SQL`).
 - Holds (holds.py): money reserved now and captured, voided or expired later,
   through the same writer (the wallet's `held`, which every debit's rule
   subtracts); payouts (payouts.py) are built on them.
@@ -51,6 +54,8 @@ from transactions.ledger.errors import (
     TransactionNotPending,
     WalletBlocked,
 )
+from transactions.ledger.events import VISIBLE_SQL as EVENTS_VISIBLE_SQL
+from transactions.ledger.events import NewEvent, event_record_many
 from transactions.ledger.group_commit import transfer_execute, wallet_operation
 from transactions.ledger.holds import (
     hold_capture,
@@ -91,6 +96,7 @@ from transactions.ledger.transfers import transfer_create, transfer_legs
 from transactions.ledger.writer import Leg, Posting
 
 __all__ = [
+    "EVENTS_VISIBLE_SQL",
     "PAYOUT_DECISIONS",
     "TOPUP_DECISIONS",
     "AdjustmentSameOperator",
@@ -109,6 +115,7 @@ __all__ = [
     "InvalidAmount",
     "InvalidCommission",
     "Leg",
+    "NewEvent",
     "PayoutAlreadyDecided",
     "PayoutExpired",
     "PayoutNotFound",
@@ -126,6 +133,7 @@ __all__ = [
     "amount_validate",
     "cash_legs",
     "credit_to_blocked_hook_register",
+    "event_record_many",
     "hold_capture",
     "hold_create",
     "hold_expire_due",

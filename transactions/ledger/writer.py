@@ -14,8 +14,9 @@ steps, in one DB transaction:
 3. `Writes.execute`: ONE statement adds each wallet's net change (of its
    balance and of the money held on it, `held`) by a conditional UPDATE that
    carries the same rule (`rules.GUARD_SQL`), inserts
-   the transactions, their entries (with `balance_after`) and the idempotency
-   keys, and checks that every wallet moved and every key was claimed, or
+   the transactions, their entries (with `balance_after`), the events of the
+   change (the outbox: events.py) and the idempotency keys, and checks that
+   every wallet moved, every key was claimed and every event written, or
    divides by zero, which rolls the whole statement back. A batch sends it
    together with its COMMIT (one round trip).
 
@@ -43,8 +44,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DataError, connection
 
 from transactions.ledger.errors import InvalidAmount
+from transactions.ledger.events import EventRows, entry_event_data
 from transactions.ledger.rules import GUARD_SQL, leg_refusal
-from transactions.models import Transaction
+from transactions.models import Event, Transaction
 from wallet_project.db import execute_and_commit, prepared_fetchall, prepared_fetchone
 from wallet_project.errors import DomainError
 from wallets.models import Wallet
@@ -215,16 +217,17 @@ WITH d AS (
       FROM unnest(string_to_array(%(wallet_ids)s, ',')::uuid[],
                   string_to_array(%(deltas)s, ',')::numeric[],
                   string_to_array(%(held_deltas)s, ',')::numeric[],
-                  string_to_array(%(allow_blocked)s, ',')::boolean[])
-           AS d (id, delta, held_delta, allow_blocked)
+                  string_to_array(%(allow_blocked)s, ',')::boolean[],
+                  string_to_array(%(event_counts)s, ',')::int[])
+           AS d (id, delta, held_delta, allow_blocked, events)
 ),
 w AS (
     UPDATE wallets_wallet AS w
        SET balance = w.balance + d.delta, held = w.held + d.held_delta,
-           updated_at = %(now)s
+           event_sequence = w.event_sequence + d.events, updated_at = %(now)s
       FROM d
      WHERE w.id = d.id AND w.kind = 'user' AND {guard}
- RETURNING w.id
+ RETURNING w.id, w.owner_id, w.event_sequence - d.events AS event_base
 ),
 t AS (
     INSERT INTO transactions_transaction
@@ -249,6 +252,22 @@ e AS (
            WITH ORDINALITY
            AS v (transaction_id, wallet_id, currency, amount, balance_after, n)
      ORDER BY v.n
+ RETURNING id, transaction_id, wallet_id, balance_after
+),
+ev AS (
+    INSERT INTO transactions_event (type, wallet_id, user_id, sequence, data, created_at)
+    SELECT v.type, v.wallet_id, w.owner_id, w.event_base + v.n,
+           CASE WHEN v.txn IS NULL THEN v.data
+                ELSE jsonb_build_object('id', e.id) || v.data END,
+           %(now)s
+      FROM jsonb_to_recordset(%(events)s::jsonb)
+           AS v (wallet_id uuid, type varchar, data jsonb, n int, txn uuid,
+                 balance_after numeric)
+      JOIN w ON w.id = v.wallet_id
+      LEFT JOIN e ON e.transaction_id = v.txn AND e.wallet_id = v.wallet_id
+                 AND e.balance_after = v.balance_after
+     ORDER BY v.wallet_id, v.n
+ RETURNING 1
 ),
 k AS (
     INSERT INTO transactions_idempotencykey
@@ -260,13 +279,18 @@ k AS (
  RETURNING 1
 )
 SELECT 1 / CASE WHEN (SELECT count(*) FROM w) = %(wallet_count)s
-                   AND (SELECT count(*) FROM k) = %(key_count)s THEN 1 ELSE 0 END
+                   AND (SELECT count(*) FROM k) = %(key_count)s
+                   AND (SELECT count(*) FROM ev) = %(event_count)s THEN 1 ELSE 0 END
 """
 _WRITE_SQL = _WRITE_SQL.replace("{guard}", GUARD_SQL)
 # The last line is the statement's guard: a batch sends it together with its
 # COMMIT, so whatever it finds must abort the transaction by itself. Every wallet
-# updated (its UPDATE's condition held) and every idempotency key claimed, or a
-# division by zero (the one division here) rolls the whole statement back.
+# updated (its UPDATE's condition held), every idempotency key claimed and every
+# event written, or a division by zero (the one division here) rolls the whole
+# statement back. The events (the outbox, events.py) are numbered from the
+# wallet's `event_sequence` as the UPDATE found it, under its row lock; a
+# `transaction.posted` event takes its entry's id from `e` (a user wallet's
+# entries in one transaction differ in balance_after).
 # Nothing travels as an array parameter, which psycopg quotes element by element
 # on the client (it cost the fee run a fifth of its time): transactions and keys
 # (free text: descriptions, metadata, response bodies) as one JSON document each,
@@ -310,6 +334,7 @@ class Writes:
     )
     allow_blocked: dict[UUID, bool] = field(default_factory=dict)
     keys: list[tuple[UUID, str]] = field(default_factory=list)
+    events: EventRows = field(default_factory=EventRows)
 
     def add(
         self,
@@ -366,6 +391,24 @@ class Writes:
                 rows["entry_currencies"].append(wallet.currency)
                 rows["entry_amounts"].append(leg.amount)
                 rows["entry_balances"].append(after)
+                if after is not None:
+                    self.events.add(
+                        wallet.id,
+                        Event.Type.TRANSACTION_POSTED,
+                        entry_event_data(
+                            transaction_id=txn_id,
+                            wallet_id=wallet.id,
+                            kind=kind,
+                            amount=leg.amount,
+                            currency=str(wallet.currency),
+                            balance_after=after,
+                            metadata=metadata,
+                            description=description,
+                            created_at=self.now,
+                        ),
+                        entry_of=txn_id,
+                        balance_after=after,
+                    )
         self.add_balances(legs)
 
     def add_balances(self, legs: Sequence[Leg]) -> None:
@@ -380,6 +423,15 @@ class Writes:
                 self.allow_blocked[wallet.id] = (
                     self.allow_blocked.get(wallet.id, True) and allowed
                 )
+
+    def add_event(self, wallet_id: UUID, type: str, data: dict[str, Any]) -> None:
+        """An event on a user wallet (locked by this DB transaction's Book),
+        written by the same statement; the wallet is updated (its sequence)
+        even when nothing else of it changes."""
+        self.events.add(wallet_id, type, data)
+        self.deltas[wallet_id] += 0
+        self.held_deltas[wallet_id] += 0
+        self.allow_blocked.setdefault(wallet_id, True)
 
     def add_key(self, user_id: UUID, key: str, fingerprint: str, body: bytes) -> None:
         """Claim an idempotency key with its answer in the same statement."""
@@ -411,8 +463,11 @@ class Writes:
                 "t" if self.allow_blocked[w] else "f" for w in self.deltas
             ),
             max_balance=settings.MAX_WALLET_BALANCE,
+            event_counts=",".join(str(self.events.counts[w]) for w in self.deltas),
+            events=self.events.json(),
             wallet_count=len(self.deltas),
             key_count=len(self.keys),
+            event_count=len(self.events.rows),
         )
         try:
             if commit:
