@@ -481,6 +481,9 @@ class OutboxCursor(models.Model):
     txid = models.BigIntegerField(default=0)
     event_id = models.BigIntegerField(default=0)
 
+    def __str__(self) -> str:
+        return f"{self.name} at ({self.txid}, {self.event_id})"
+
 
 class WebhookEndpoint(models.Model):
     """A URL of a user's (or a service account's) that receives that user's
@@ -593,3 +596,6 @@ class WebhookAttempt(models.Model):
         verbose_name = _("webhook attempt")
         verbose_name_plural = _("webhook attempts")
         ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.id}: {self.status_code or self.error}"

@@ -85,9 +85,7 @@ def topup_event_data(topup: TopUp) -> dict[str, Any]:
         "amount": money_str(topup.amount.amount, currency),
         "currency": currency,
         "status": topup.status,
-        "commission": None
-        if commission is None
-        else money_str(commission, currency),
+        "commission": None if commission is None else money_str(commission, currency),
         "transaction_id": topup.transaction_id and str(topup.transaction_id),
         "created_at": _time(topup.created_at),
         "decided_at": _time(topup.decided_at),
