@@ -33,8 +33,17 @@ from djmoney.money import Money
 from accounts.models import User
 from fees.errors import FeeChargeNotWaivable
 from fees.models import FeeCharge
-from transactions.ledger import Debit, Leg, ledger_debit_many, ledger_post
-from transactions.models import Transaction
+from transactions.ledger import (
+    Debit,
+    Leg,
+    NewEvent,
+    event_record_many,
+    fee_event_data,
+    ledger_debit_many,
+    ledger_post,
+    wallet_event_data,
+)
+from transactions.models import Event, Transaction
 from wallets.errors import RateUnavailable
 from wallets.models import Wallet
 from wallets.money import quantum
@@ -209,7 +218,48 @@ def _collect_locked(wallet: Wallet) -> Decimal | None:
         Wallet.objects.filter(pk=wallet.pk).update(
             status=status, blocked_reason=reason, updated_at=now
         )
+    _events(wallet, settlement.paid, status, reason, now)
     return settlement.balance if settlement.paid else None
+
+
+def _charge_event(charge: FeeCharge) -> NewEvent:
+    return NewEvent(
+        charge.wallet_id,
+        Event.Type.FEE_CHARGED,
+        fee_event_data(
+            wallet_id=charge.wallet_id,
+            period_start=charge.period_start,
+            amount=charge.amount.amount,
+            currency=charge.amount.currency.code,
+            status=charge.status,
+            transaction_id=charge.transaction_id,
+        ),
+    )
+
+
+def _events(
+    wallet: Wallet, charges: Iterable[FeeCharge], status: str, reason: str, now
+) -> None:
+    """`fee.charged` for each charge made or paid, then the wallet's
+    `wallet.blocked`/`unblocked` if its status changed (it is locked)."""
+    events = [_charge_event(charge) for charge in charges]
+    if status != wallet.status:
+        events.append(
+            NewEvent(
+                wallet.id,
+                Event.Type.WALLET_BLOCKED
+                if status == Wallet.Status.BLOCKED
+                else Event.Type.WALLET_UNBLOCKED,
+                wallet_event_data(
+                    wallet_id=wallet.id,
+                    number=wallet.number,
+                    currency=str(wallet.currency),
+                    status=status,
+                    blocked_reason=reason,
+                ),
+            )
+        )
+    event_record_many(events, now=now)
 
 
 def fee_debt_collect(*, wallet: Wallet) -> Decimal | None:
@@ -350,6 +400,7 @@ def _charge_wallet(
                 blocked_reason=reason,
                 updated_at=now,
             )
+            _events(wallet, [*collected, *new], status, reason, now)
             outcome.wallets = 1
             outcome.blocked = int(newly_blocked)
             outcome.collected = len(collected)
@@ -396,6 +447,7 @@ class _Due:
     debt and no charge made yet for that period."""
 
     wallet_id: UUID
+    number: str
     period_start: datetime
     quote: FeeQuote
 
@@ -480,7 +532,13 @@ def _charge_batch(
                 due = due.filter(pk__gt=after)
             rows = list(
                 due.order_by("pk").values_list(
-                    "pk", "currency", "balance", "held", "status", "next_fee_at"
+                    "pk",
+                    "number",
+                    "currency",
+                    "balance",
+                    "held",
+                    "status",
+                    "next_fee_at",
                 )[:size]
             )
             claimed = [row[0] for row in rows]
@@ -489,7 +547,7 @@ def _charge_batch(
             with_charges = _with_charges(claimed)
             payers: list[_Due] = []
             debtors: list[_Due] = []
-            for wallet_id, currency, balance, held, status, next_fee_at in rows:
+            for wallet_id, number, currency, balance, held, status, next_fee_at in rows:
                 try:
                     quote = quote_for(currency)
                 except RateUnavailable:
@@ -502,7 +560,7 @@ def _charge_batch(
                 ):
                     unusual.append(wallet_id)
                     continue
-                due_now = _Due(wallet_id, next_fee_at, quote)
+                due_now = _Due(wallet_id, number, next_fee_at, quote)
                 payer = quote.amount <= balance - held  # what is available
                 (payers if payer else debtors).append(due_now)
             paid = _pay(payers, unusual)
@@ -606,6 +664,42 @@ def _record(paid: list[tuple[_Due, UUID]], debtors: list[_Due]) -> None:
                 "wallets": json.dumps(wallets),
             },
         )
+    event_record_many(
+        [event for due_now, txn in charges for event in _batch_events(due_now, txn)],
+        now=now,
+    )
+
+
+def _batch_events(due_now: _Due, txn: UUID | None) -> list[NewEvent]:
+    """`fee.charged` (paid, or debt and then `wallet.blocked`) for one wallet
+    of a batch, as `_events` writes them for one wallet alone."""
+    quote = due_now.quote
+    charged = NewEvent(
+        due_now.wallet_id,
+        Event.Type.FEE_CHARGED,
+        fee_event_data(
+            wallet_id=due_now.wallet_id,
+            period_start=due_now.period_start,
+            amount=quote.amount,
+            currency=quote.currency,
+            status=FeeCharge.Status.DEBT if txn is None else FeeCharge.Status.PAID,
+            transaction_id=txn,
+        ),
+    )
+    if txn is not None:
+        return [charged]
+    blocked = NewEvent(
+        due_now.wallet_id,
+        Event.Type.WALLET_BLOCKED,
+        wallet_event_data(
+            wallet_id=due_now.wallet_id,
+            number=due_now.number,
+            currency=quote.currency,
+            status=Wallet.Status.BLOCKED,
+            blocked_reason=FEE_BLOCK_REASON,
+        ),
+    )
+    return [charged, blocked]
 
 
 def fee_charge_due(

@@ -181,6 +181,7 @@ class ReconcileReport:
     unbalanced_transactions: list[str] = field(default_factory=list)
     negative_balances: list[str] = field(default_factory=list)
     held_mismatches: list[str] = field(default_factory=list)
+    event_gaps: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -189,6 +190,7 @@ class ReconcileReport:
             or self.unbalanced_transactions
             or self.negative_balances
             or self.held_mismatches
+            or self.event_gaps
         )
 
 
@@ -196,11 +198,14 @@ _WALLET_BATCH_SQL = """
 SELECT w.id, w.number, w.kind, w.currency, w.balance, COALESCE(SUM(e.amount), 0),
        w.held,
        (SELECT COALESCE(SUM(h.amount), 0) FROM transactions_hold h
-         WHERE h.wallet_id = w.id AND h.status = 'active')
+         WHERE h.wallet_id = w.id AND h.status = 'active'),
+       w.event_sequence,
+       (SELECT count(*) || ',' || COALESCE(max(ev.sequence), 0)
+          FROM transactions_event ev WHERE ev.wallet_id = w.id)
   FROM wallets_wallet w
   LEFT JOIN transactions_entry e ON e.wallet_id = w.id
  WHERE w.id > %s
- GROUP BY w.id, w.number, w.kind, w.currency, w.balance, w.held
+ GROUP BY w.id, w.number, w.kind, w.currency, w.balance, w.held, w.event_sequence
  ORDER BY w.id
  LIMIT %s
 """
@@ -218,8 +223,10 @@ def ledger_reconcile(
 ) -> ReconcileReport:
     """Check the ledger's invariants: every user wallet's cached balance equals
     the sum of its entries and is not negative, its money held equals the sum
-    of its active holds and is within the balance, system wallets keep no
-    cached balance, and every transaction balances per currency."""
+    of its active holds and is within the balance, its events are numbered
+    1..event_sequence with no gap (unique per wallet, so count = last =
+    event_sequence), system wallets keep no cached balance, and every
+    transaction balances per currency."""
     report = ReconcileReport()
     last_id: Any = _db_uuid(UUID(int=0))
     with connection.cursor() as cursor:
@@ -228,9 +235,15 @@ def ledger_reconcile(
             rows = cursor.fetchall()
             if not rows:
                 break
-            for _wallet_id, number, kind, currency, balance, total, *held in rows:
+            for _wallet_id, number, kind, currency, balance, total, *rest in rows:
                 balance, total = Decimal(str(balance)), Decimal(str(total))
-                held_cached, held_sum = held
+                held_cached, held_sum, sequence, events = rest
+                if events != f"{sequence},{sequence}":
+                    count, last = events.split(",")
+                    report.event_gaps.append(
+                        f"wallet {number}: event_sequence {sequence}, "
+                        f"{count} events, the last numbered {last}"
+                    )
                 if held_cached != held_sum or held_cached > balance:
                     report.held_mismatches.append(
                         f"wallet {number} ({kind}, {currency}): held {held_cached}, "

@@ -265,7 +265,7 @@ class WalletAdmin(admin.ModelAdmin):
         )
 
     def _block(self, request, wallet: Wallet, reason: str) -> None:
-        services.wallet_block(wallet=wallet, reason=reason)
+        ledger.wallet_block(wallet=wallet, reason=reason)
         self.log_change(request, wallet, f"Blocked. Reason: {reason}")
         self.message_user(
             request,
@@ -282,7 +282,7 @@ class WalletAdmin(admin.ModelAdmin):
             )
             return
         previous = wallet.blocked_reason
-        services.wallet_unblock(wallet=wallet)
+        ledger.wallet_unblock(wallet=wallet)
         self.log_change(request, wallet, f"Unblocked (was blocked: {previous}).")
         self.message_user(
             request,

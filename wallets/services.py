@@ -66,22 +66,6 @@ def wallet_update(*, wallet: Wallet, name: str | None = None) -> Wallet:
     return wallet
 
 
-def wallet_block(*, wallet: Wallet, reason: str) -> Wallet:
-    Wallet.objects.filter(pk=wallet.pk).update(
-        status=Wallet.Status.BLOCKED, blocked_reason=reason, updated_at=timezone.now()
-    )
-    wallet.refresh_from_db()
-    return wallet
-
-
-def wallet_unblock(*, wallet: Wallet) -> Wallet:
-    Wallet.objects.filter(pk=wallet.pk).update(
-        status=Wallet.Status.ACTIVE, blocked_reason="", updated_at=timezone.now()
-    )
-    wallet.refresh_from_db()
-    return wallet
-
-
 def system_wallets_ensure(
     *, currencies: Iterable[str], using: str = DEFAULT_DB_ALIAS
 ) -> None:

@@ -19,12 +19,12 @@ from transactions.ledger import (
     InsufficientFunds,
     WalletBlocked,
     ledger_debit_many,
+    wallet_block,
 )
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
 from wallets.models import Wallet
 from wallets.selectors import system_wallet
-from wallets.services import wallet_block
 
 PERIOD = timedelta(days=30)
 MINUTE = timedelta(minutes=1)

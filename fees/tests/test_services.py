@@ -18,12 +18,12 @@ from fees.services import (
     fee_debt_collect,
 )
 from transactions import ledger
-from transactions.ledger import WalletBlocked
+from transactions.ledger import WalletBlocked, wallet_block, wallet_unblock
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
 from wallets.models import Wallet
 from wallets.selectors import system_wallet
-from wallets.services import exchange_rate_set, wallet_block, wallet_unblock
+from wallets.services import exchange_rate_set
 
 pytestmark = pytest.mark.django_db
 

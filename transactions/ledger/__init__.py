@@ -55,7 +55,12 @@ from transactions.ledger.errors import (
     WalletBlocked,
 )
 from transactions.ledger.events import VISIBLE_SQL as EVENTS_VISIBLE_SQL
-from transactions.ledger.events import NewEvent, event_record_many
+from transactions.ledger.events import (
+    NewEvent,
+    event_record_many,
+    fee_event_data,
+    wallet_event_data,
+)
 from transactions.ledger.group_commit import transfer_execute, wallet_operation
 from transactions.ledger.holds import (
     hold_capture,
@@ -84,6 +89,7 @@ from transactions.ledger.posting import (
     ledger_post,
 )
 from transactions.ledger.rules import amount_validate, leg_refusal
+from transactions.ledger.status import wallet_block, wallet_unblock
 from transactions.ledger.topups import (
     TOPUP_DECISIONS,
     topup_commission,
@@ -134,6 +140,7 @@ __all__ = [
     "cash_legs",
     "credit_to_blocked_hook_register",
     "event_record_many",
+    "fee_event_data",
     "hold_capture",
     "hold_create",
     "hold_expire_due",
@@ -155,7 +162,10 @@ __all__ = [
     "transfer_create",
     "transfer_execute",
     "transfer_legs",
+    "wallet_block",
     "wallet_deposit",
+    "wallet_event_data",
     "wallet_operation",
+    "wallet_unblock",
     "wallet_withdraw",
 ]

@@ -189,11 +189,17 @@ WITH v AS (
            AS v (wallet_id uuid, type varchar, data jsonb, n int)
 ),
 c AS (SELECT wallet_id, max(n) AS k FROM v GROUP BY wallet_id),
+l AS MATERIALIZED (
+    SELECT w.id FROM wallets_wallet AS w JOIN c ON c.wallet_id = w.id
+     WHERE w.kind = 'user'
+     ORDER BY w.id
+       FOR UPDATE OF w
+),
 w AS (
     UPDATE wallets_wallet AS w
        SET event_sequence = w.event_sequence + c.k
-      FROM c
-     WHERE w.id = c.wallet_id AND w.kind = 'user'
+      FROM c JOIN l ON l.id = c.wallet_id
+     WHERE w.id = c.wallet_id
  RETURNING w.id, w.owner_id, w.event_sequence - c.k AS base
 ),
 ev AS (
@@ -210,7 +216,10 @@ SELECT count(*) FROM ev
 def event_record_many(events: Sequence[NewEvent], *, now: datetime) -> int:
     """Write `events` (on user wallets) in one statement, inside the caller's
     DB transaction, which its change is part of; how many were written (an
-    event on a wallet that is not a user wallet is dropped)."""
+    event on a wallet that is not a user wallet is dropped). The wallets are
+    locked in id order (`l`), as the writer locks them: a wallet the caller
+    has not locked yet never makes two writers wait on each other in a
+    cycle."""
     if not events:
         return 0
     rows = EventRows()

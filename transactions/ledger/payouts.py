@@ -30,6 +30,7 @@ from transactions.ledger.errors import (
     PayoutExpired,
     PayoutNotFound,
 )
+from transactions.ledger.events import NewEvent, event_record_many, payout_event_data
 from transactions.ledger.holds import (
     hold_capture_locked,
     hold_new,
@@ -65,7 +66,7 @@ def payout_create(
             description="Payout",
             created_by=initiator,
         )
-        return Payout.objects.create(
+        payout = Payout.objects.create(
             wallet=wallet,
             hold=hold,
             amount=Money(amount, wallet.currency),
@@ -75,6 +76,8 @@ def payout_create(
             created_at=hold.created_at,
             expires_at=hold.expires_at,
         )
+        _event(payout, now)
+        return payout
 
 
 def payout_is_stale(payout: Payout, now=None) -> bool:
@@ -121,6 +124,19 @@ def _finish(payout: Payout, *, status: str, now, decided_by: User | None) -> Non
             "provider_reference",
             "failure_reason",
         ]
+    )
+    _event(payout, now)
+
+
+def _event(payout: Payout, now: datetime) -> None:
+    """`payout.<its status>`, with the change (the wallet is locked by it)."""
+    event_record_many(
+        [
+            NewEvent(
+                payout.wallet_id, f"payout.{payout.status}", payout_event_data(payout)
+            )
+        ],
+        now=now,
     )
 
 

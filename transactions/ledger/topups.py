@@ -19,6 +19,7 @@ from transactions.ledger.errors import (
     TopupExpired,
     TopupNotFound,
 )
+from transactions.ledger.events import NewEvent, event_record_many, topup_event_data
 from transactions.ledger.posting import ledger_post
 from transactions.ledger.rules import amount_validate
 from transactions.ledger.writer import Leg
@@ -134,12 +135,25 @@ def topup_decide(
                     "decided_at",
                 ]
             )
+            _events([topup], now)
             return topup
         # Past its TTL but not yet swept: expire it now (committed), then refuse.
         topup.status = TopUp.Status.EXPIRED
         topup.decided_at = now
         topup.save(update_fields=["status", "decided_at"])
+        _events([topup], now)
     raise TopupExpired()
+
+
+def _events(topups: list[TopUp], now) -> None:
+    """`topup.<its status>` for each, with the change."""
+    event_record_many(
+        [
+            NewEvent(topup.wallet_id, f"topup.{topup.status}", topup_event_data(topup))
+            for topup in topups
+        ],
+        now=now,
+    )
 
 
 def _topup_lock(topup_id: UUID | str) -> TopUp:
@@ -200,14 +214,16 @@ def topup_expire_stale(*, now=None, batch_size: int = 1000) -> int:
     expired = 0
     while True:
         with transaction.atomic():
-            ids = list(
+            topups = list(
                 TopUp.objects.select_for_update(skip_locked=True)
                 .filter(status=TopUp.Status.PENDING, created_at__lt=cutoff)
-                .order_by("created_at")
-                .values_list("id", flat=True)[:batch_size]
+                .order_by("created_at")[:batch_size]
             )
-            if not ids:
+            if not topups:
                 return expired
             expired += TopUp.objects.filter(
-                id__in=ids, status=TopUp.Status.PENDING
+                id__in=[topup.id for topup in topups], status=TopUp.Status.PENDING
             ).update(status=TopUp.Status.EXPIRED, decided_at=now)
+            for topup in topups:
+                topup.status, topup.decided_at = TopUp.Status.EXPIRED, now
+            _events(topups, now)

@@ -10,13 +10,12 @@ from django.db import connection
 
 from accounts.tests.operators import FINANCE, operator
 from transactions import ledger
-from transactions.ledger import InsufficientFunds, InvalidAmount
+from transactions.ledger import InsufficientFunds, InvalidAmount, wallet_block
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
 from wallets.errors import WalletNotFound
 from wallets.models import Wallet
 from wallets.selectors import system_wallet
-from wallets.services import wallet_block
 
 
 @pytest.fixture

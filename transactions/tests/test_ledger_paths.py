@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from accounts.tests.factories import UserFactory
 from transactions import ledger
 from transactions.batching import Pending
-from transactions.ledger import group_commit
+from transactions.ledger import group_commit, wallet_block
 from transactions.models import Entry
 from transactions.selectors import ledger_reconcile
 from wallet_project.errors import DomainError
 from wallets.models import Wallet
 from wallets.money import money_str
-from wallets.services import wallet_block, wallet_create
+from wallets.services import wallet_create
 
 WALLETS = 3
 amounts = st.decimals(

@@ -7,10 +7,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from transactions import ledger
-from transactions.ledger import InsufficientFunds, WalletBlocked
+from transactions.ledger import (
+    InsufficientFunds,
+    WalletBlocked,
+    wallet_block,
+    wallet_unblock,
+)
 from transactions.models import Entry
 from transactions.selectors import ledger_reconcile
-from wallets.services import wallet_block, wallet_unblock
 
 amounts = st.decimals(
     min_value=Decimal("0.01"), max_value=Decimal("1000"), places=2, allow_nan=False

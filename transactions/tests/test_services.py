@@ -10,12 +10,12 @@ from transactions.ledger import (
     InsufficientFunds,
     InvalidAmount,
     WalletBlocked,
+    wallet_block,
 )
 from transactions.models import Entry, IdempotencyKey, Transaction
 from transactions.selectors import ledger_reconcile
 from wallets.models import Wallet
 from wallets.selectors import system_wallet
-from wallets.services import wallet_block
 
 pytestmark = pytest.mark.django_db
 

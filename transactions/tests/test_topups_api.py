@@ -6,11 +6,11 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from transactions.ledger import wallet_block
 from transactions.models import Entry, TopUp, Transaction
 from transactions.selectors import ledger_reconcile
 from wallets.models import Wallet
 from wallets.selectors import system_wallet
-from wallets.services import wallet_block
 
 pytestmark = pytest.mark.django_db
 

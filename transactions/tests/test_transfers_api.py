@@ -6,11 +6,12 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from transactions.ledger import wallet_block
 from transactions.models import Entry, Transaction
 from transactions.selectors import ledger_reconcile
 from wallets.models import ExchangeRate, Wallet
 from wallets.selectors import system_wallet
-from wallets.services import exchange_rate_set, wallet_block
+from wallets.services import exchange_rate_set
 
 pytestmark = pytest.mark.django_db
 

@@ -16,12 +16,14 @@ from transactions.ledger import (
     InvalidAmount,
     SameWallet,
     WalletBlocked,
+    wallet_block,
+    wallet_unblock,
 )
 from transactions.models import Entry
 from transactions.selectors import ledger_reconcile
 from wallets.models import Wallet
 from wallets.selectors import conversion_quote
-from wallets.services import wallet_block, wallet_create, wallet_unblock
+from wallets.services import wallet_create
 
 CURRENCIES = ("KZT", "USD", "EUR")
 # Two owners with a wallet in each currency: transfers to the other owner, and

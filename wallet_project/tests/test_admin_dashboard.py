@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from accounts.tests.operators import FINANCE, SUPPORT, admin_client, operator
 from transactions import ledger
-from wallets.services import wallet_block
+from transactions.ledger import wallet_block
 
 pytestmark = pytest.mark.django_db
 

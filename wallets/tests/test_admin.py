@@ -8,10 +8,10 @@ from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
 from accounts.tests.operators import FINANCE, SUPPORT, admin_client, operator
+from transactions.ledger import wallet_block
 from transactions.models import Transaction
 from wallets.models import ExchangeRate, Wallet
 from wallets.selectors import system_wallet
-from wallets.services import wallet_block
 
 pytestmark = pytest.mark.django_db
 

@@ -2,10 +2,10 @@ from decimal import Decimal
 
 import pytest
 
+from transactions.ledger import wallet_block
 from transactions.models import Entry, Transaction
 from wallets.models import Wallet
 from wallets.numbers import is_valid_number
-from wallets.services import wallet_block
 
 pytestmark = pytest.mark.django_db
 

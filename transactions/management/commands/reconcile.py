@@ -31,6 +31,7 @@ class Command(BaseCommand):
             + report.negative_balances
             + report.unbalanced_transactions
             + report.held_mismatches
+            + report.event_gaps
         )
         for problem in problems:
             self.stdout.write(f"  {problem}")
@@ -46,7 +47,8 @@ class Command(BaseCommand):
             f"Ledger NOT clean: {len(report.balance_mismatches)} balance mismatches, "
             f"{len(report.negative_balances)} negative balances, "
             f"{len(report.unbalanced_transactions)} unbalanced transactions, "
-            f"{len(report.held_mismatches)} held mismatches."
+            f"{len(report.held_mismatches)} held mismatches, "
+            f"{len(report.event_gaps)} wallets with event gaps."
         )
         self.stdout.write(self.style.ERROR(summary))
         sys.exit(1)
