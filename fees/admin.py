@@ -1,8 +1,11 @@
 """Fee charges in the back-office: read-only, except that an operator may waive
-an outstanding debt (through `fee_charge_waive`, with a reason)."""
+an outstanding debt (through `fee_charge_waive`, with a reason); a paid fee is
+refunded by reversing its transaction."""
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from fees.models import FeeCharge
@@ -42,10 +45,24 @@ class FeeChargeAdmin(ServiceOnlyAdmin):
         "waived_at",
         "waived_by",
         "waived_reason",
+        "refund",
         "created_at",
         "updated_at",
     ]
     fields = readonly_fields
+
+    @admin.display(description=_("refund"))
+    def refund(self, charge: FeeCharge) -> str:
+        """A paid fee is refunded by reversing its transaction (two operators,
+        on the transaction's page); a debt is waived instead (the action)."""
+        if charge.transaction_id is None:
+            return _("A debt is not refunded: waive it.")
+        url = reverse(
+            "admin:transactions_transaction_reverse", args=[charge.transaction_id]
+        )
+        return format_html(
+            '<a href="{}" id="refund-link">{}</a>', url, _("Refund (reverse the fee)")
+        )
 
     @admin.action(description=_("Waive selected fee debts"), permissions=["change"])
     def waive(self, request, queryset):

@@ -50,6 +50,15 @@ class Transaction(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     posted_at = models.DateTimeField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    # A `reversal` names the posted transaction it (partly) undoes; the
+    # original's `reversals` are those (it is never edited to point back).
+    reverses = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="reversals",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -90,6 +99,13 @@ class Entry(models.Model):
         indexes = [
             # Keyset pagination of a wallet's history, newest first.
             models.Index(fields=["wallet", "-id"], name="entry_wallet_history_idx"),
+            # Balances in the past and statements (transactions.statements): the
+            # last entry at or before a time is one index probe, a period one
+            # range scan, whatever the wallet's size.
+            models.Index(
+                fields=["wallet", "-created_at", "-id"],
+                name="entry_wallet_created_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -30,6 +30,7 @@ class EntryRow(NamedTuple):
     balance_after: Decimal | None
     counterparty: Any
     description: str
+    reverses: str | None
     created_at: datetime
 
 
@@ -85,14 +86,15 @@ def _entry_page_sql_around_limit(
         where.append("e.created_at < %(until)s")
     return (
         "SELECT x.id, x.transaction_id, x.kind, x.amount, x.currency,"  # noqa: S608 - model names
-        " x.balance_after, x.counterparty, x.description, x.created_at"
+        " x.balance_after, x.counterparty, x.description, x.reverses, x.created_at"
         f" FROM {Wallet._meta.db_table} w"
         f" JOIN {user_table} u ON u.id = w.owner_id AND u.is_active"
         " LEFT JOIN LATERAL ("
         "SELECT e.id, e.transaction_id::text AS transaction_id, t.kind, e.amount,"
         " e.currency, e.balance_after, CASE WHEN e.amount < 0"
         " THEN t.metadata -> 'to_wallet' ELSE t.metadata -> 'from_wallet' END"
-        " AS counterparty, t.description, e.created_at"
+        " AS counterparty, t.description, t.reverses_id::text AS reverses,"
+        " e.created_at"
         f" FROM {entry} e JOIN {txn} t ON t.id = e.transaction_id"
         f" WHERE {' AND '.join(where)}"
         f" ORDER BY e.wallet_id {'DESC' if ascending else 'ASC'}, e.id {order}",
@@ -163,7 +165,15 @@ def transaction_get_for_user(*, user: User, transaction_id: UUID | str) -> Trans
     try:
         return (
             Transaction.objects.filter(pk=transaction_id, entries__wallet__owner=user)
-            .prefetch_related(Prefetch("entries", queryset=own, to_attr="own_entries"))
+            .prefetch_related(
+                Prefetch("entries", queryset=own, to_attr="own_entries"),
+                Prefetch(
+                    "reversals",
+                    queryset=Transaction.objects.filter(
+                        status=Transaction.Status.POSTED
+                    ).order_by("posted_at", "id"),
+                ),
+            )
             .distinct()
             .get()
         )

@@ -36,6 +36,7 @@ def entry_page_data(
                 else f"{balance_after:.{digits}f}",
                 "counterparty": row.counterparty,
                 "description": row.description,
+                "reverses": row.reverses,
                 "created_at": drf_datetime(row.created_at, tz),
             }
         )
@@ -53,6 +54,11 @@ class EntrySerializer(serializers.ModelSerializer):
     amount = serializers.SerializerMethodField()
     balance_after = serializers.SerializerMethodField()
     counterparty = serializers.SerializerMethodField()
+    reverses = serializers.UUIDField(
+        source="transaction.reverses_id",
+        allow_null=True,
+        help_text="On a `reversal`: the transaction it reverses.",
+    )
 
     class Meta:
         model = Entry
@@ -66,6 +72,7 @@ class EntrySerializer(serializers.ModelSerializer):
             "balance_after",
             "counterparty",
             "description",
+            "reverses",
             "created_at",
         ]
         read_only_fields = fields
@@ -114,6 +121,14 @@ class TransactionEntrySerializer(serializers.ModelSerializer):
 
 class TransactionSerializer(serializers.ModelSerializer):
     entries = TransactionEntrySerializer(source="own_entries", many=True)
+    reverses = serializers.UUIDField(
+        source="reverses_id",
+        allow_null=True,
+        help_text="On a `reversal`: the transaction it reverses.",
+    )
+    reversed_by = serializers.SerializerMethodField(
+        help_text="The posted reversals of this transaction, oldest first."
+    )
 
     class Meta:
         model = Transaction
@@ -123,8 +138,13 @@ class TransactionSerializer(serializers.ModelSerializer):
             "status",
             "description",
             "metadata",
+            "reverses",
+            "reversed_by",
             "created_at",
             "posted_at",
             "entries",
         ]
         read_only_fields = fields
+
+    def get_reversed_by(self, txn: Transaction) -> list[str]:
+        return [str(r.id) for r in txn.reversals.all()]

@@ -96,6 +96,26 @@ class TopUpDecisionSerializer(serializers.Serializer):
     )
 
 
+class TopUpReversalSerializer(serializers.Serializer):
+    amount = AmountField(
+        required=False,
+        allow_null=True,
+        help_text="In the top-up's currency; default: all that is left to reverse.",
+    )
+    reason = StrictCharField(max_length=255)
+
+
+class ReversalSerializer(serializers.Serializer):
+    """A posted reversal as its requester sees it."""
+
+    transaction_id = serializers.UUIDField(source="transaction.id")
+    reverses = serializers.UUIDField(source="transaction.reverses_id")
+    amount = serializers.CharField(source="transaction.metadata.reversed_amount")
+    currency = serializers.CharField(source="transaction.metadata.currency")
+    reason = serializers.CharField(source="transaction.metadata.reason")
+    created_at = serializers.DateTimeField(source="transaction.created_at")
+
+
 # --- Queries (scoped reads) -----------------------------------------------------------
 
 
@@ -271,3 +291,50 @@ class ServiceTopUpDetailView(APIView):
             decided_by=request.user,
         )
         return Response(TopUpSerializer(topup).data)
+
+
+class ServiceTopUpReversalView(APIView):
+    permission_classes = [IsServiceAccount]
+
+    @extend_schema(
+        summary="Provider: reverse a paid top-up (a chargeback), fully or in part",
+        description=(
+            "Posts a `reversal` transaction at once: every leg of the top-up's "
+            "transaction mirrored (in proportion for a partial amount, the "
+            "commission included), never more in total than the top-up. The "
+            "wallet must have the available funds. With an Idempotency-Key a "
+            "retry returns the first answer and moves nothing."
+        ),
+        parameters=[IDEMPOTENCY_HEADER],
+        request=TopUpReversalSerializer,
+        responses={
+            201: ReversalSerializer,
+            400: error_response(
+                "Invalid input, or the top-up is not paid (`reversal_not_allowed`)."
+            ),
+            404: error_response(
+                "No such top-up (`topup_not_found`), or not a service account."
+            ),
+            409: error_response(
+                "More than is left to reverse (`reversal_exceeds_original`), or the "
+                "wallet cannot give the money back (`insufficient_funds`)."
+            ),
+            422: error_response("Idempotency-Key reused with another request."),
+        },
+        tags=["service"],
+    )
+    def post(self, request: Request, topup_id: str) -> HttpResponse:
+        data = TopUpReversalSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = ledger.idempotency_execute(
+            request=idempotency_request(request),
+            action=lambda: ledger.topup_reverse(
+                topup_id=topup_id,
+                amount=data.validated_data.get("amount"),
+                reason=data.validated_data["reason"],
+                initiator=request.user,
+            ),
+            render=lambda posting: ReversalSerializer(posting).data,
+            status=status.HTTP_201_CREATED,
+        )
+        return idempotent_response(result)

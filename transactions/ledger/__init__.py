@@ -13,6 +13,8 @@ everything else in the package is private.
 - The outbox (events.py): the events of every change, written with it (the
   writer's statement or `event_record_many`), numbered per wallet with no gaps,
   read in commit order (`EVENTS_VISIBLE_SQL`).
+- Reversals (reversals.py): a posted transaction undone, fully or in part,
+  by a new `reversal` mirroring its legs, never above the original.
 - Holds (holds.py): money reserved now and captured, voided or expired later,
   through the same writer (the wallet's `held`, which every debit's rule
   subtracts); payouts (payouts.py) are built on them.
@@ -47,7 +49,11 @@ from transactions.ledger.errors import (
     PayoutExpired,
     PayoutNotFound,
     ReasonRequired,
+    ReversalExceedsOriginal,
+    ReversalInsufficientFunds,
+    ReversalNotAllowed,
     SameWallet,
+    StatementTooLarge,
     TopupAlreadyDecided,
     TopupExpired,
     TopupNotFound,
@@ -88,6 +94,14 @@ from transactions.ledger.posting import (
     ledger_debit_many,
     ledger_post,
 )
+from transactions.ledger.reversals import (
+    ReversalPlan,
+    reversal_approve,
+    reversal_plan,
+    reversal_reject,
+    reversal_request,
+    topup_reverse,
+)
 from transactions.ledger.rules import amount_validate, leg_refusal
 from transactions.ledger.status import wallet_block, wallet_unblock
 from transactions.ledger.topups import (
@@ -127,7 +141,12 @@ __all__ = [
     "PayoutNotFound",
     "Posting",
     "ReasonRequired",
+    "ReversalExceedsOriginal",
+    "ReversalInsufficientFunds",
+    "ReversalNotAllowed",
+    "ReversalPlan",
     "SameWallet",
+    "StatementTooLarge",
     "TopupAlreadyDecided",
     "TopupExpired",
     "TopupNotFound",
@@ -154,11 +173,16 @@ __all__ = [
     "payout_decide",
     "payout_expire_stale",
     "payout_is_stale",
+    "reversal_approve",
+    "reversal_plan",
+    "reversal_reject",
+    "reversal_request",
     "topup_commission",
     "topup_create",
     "topup_decide",
     "topup_expire_stale",
     "topup_is_stale",
+    "topup_reverse",
     "transfer_create",
     "transfer_execute",
     "transfer_legs",

@@ -29,6 +29,9 @@ class ErrorCode(ErrorCodes):
     PAYOUT_NOT_FOUND = "payout_not_found"
     PAYOUT_ALREADY_DECIDED = "payout_already_decided"
     PAYOUT_EXPIRED = "payout_expired"
+    STATEMENT_TOO_LARGE = "statement_too_large"
+    REVERSAL_NOT_ALLOWED = "reversal_not_allowed"
+    REVERSAL_EXCEEDS_ORIGINAL = "reversal_exceeds_original"
 
 
 class InvalidAmount(DomainError):
@@ -135,3 +138,37 @@ class PayoutAlreadyDecided(Conflict):
 class PayoutExpired(PayoutAlreadyDecided):
     code = ErrorCode.PAYOUT_EXPIRED
     message = _("This payout has expired and can no longer be decided.")
+
+
+class ReversalNotAllowed(DomainError):
+    code = ErrorCode.REVERSAL_NOT_ALLOWED
+    message = _(
+        "Only a posted transaction that is not itself a reversal can be reversed."
+    )
+
+
+class ReversalExceedsOriginal(Conflict):
+    code = ErrorCode.REVERSAL_EXCEEDS_ORIGINAL
+    message = _(
+        "That is more than is left to reverse of this transaction: %(remaining)s "
+        "%(currency)s."
+    )
+
+
+class ReversalInsufficientFunds(InsufficientFunds):
+    """A reversal the wallet giving the money back cannot pay: a conflict with
+    the wallet's state (409), not a bad request."""
+
+    status_code = status.HTTP_409_CONFLICT
+    message = _("The wallet that must give the money back has insufficient funds.")
+
+
+class StatementTooLarge(DomainError):
+    """A statement period with more entries than its format takes (the JSON
+    and PDF are built whole; CSV streams any period)."""
+
+    code = ErrorCode.STATEMENT_TOO_LARGE
+    message = _(
+        "This period has more than %(limit)s entries, too many for a %(format)s "
+        "statement: ask for format=csv (any period), or a shorter period."
+    )

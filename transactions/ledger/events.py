@@ -58,6 +58,7 @@ def entry_event_data(
     balance_after: Decimal,
     metadata: dict,
     description: str,
+    reverses_id: UUID | None = None,
     created_at: datetime,
 ) -> dict[str, Any]:
     """`transaction.posted`: the entry as the wallet's history shows it (the
@@ -72,6 +73,7 @@ def entry_event_data(
         "balance_after": money_str(balance_after, currency),
         "counterparty": (metadata or {}).get(key),
         "description": description,
+        "reverses": reverses_id and str(reverses_id),
         "created_at": _time(created_at),
     }
 

@@ -253,7 +253,6 @@ def _postings_post_once(todo: list[Pending[Any]]) -> set[Pending[Any]]:
     pending request once committed; returns the ones to send one by one
     (nothing is resolved then if their keys were taken: the batch is retried
     without them)."""
-    now = timezone.now()
     one_by_one: set[Pending[Any]] = set()
     outcomes: list[tuple[Pending[Any], Any, BaseException | None]] = []
     keyed: dict[tuple[UUID, str], Pending[Any]] = {}
@@ -266,6 +265,9 @@ def _postings_post_once(todo: list[Pending[Any]]) -> set[Pending[Any]]:
                 ids.update(item_ids)
                 numbers.update(item_numbers)
             book = Book.lock(ids=ids, numbers=numbers)
+            # The time of the entries, taken under the wallets' locks: a
+            # wallet's entries are then in time order as in id order.
+            now = timezone.now()
             writes = Writes(now)
             for pending in todo:
                 try:

@@ -40,6 +40,7 @@ def ledger_post(
     description: str = "",
     metadata: dict | None = None,
     pending: Transaction | None = None,
+    reverses: Transaction | None = None,
 ) -> Posting:
     """Post one balanced transaction: every leg or none.
 
@@ -60,6 +61,17 @@ def ledger_post(
     blocks = connection.atomic_blocks
     savepoint = not (blocks and blocks[-1].durable)
     with transaction.atomic(savepoint=savepoint):
+        user_ids = [
+            leg.wallet.id for leg in legs if leg.wallet.kind == Wallet.Kind.USER
+        ]
+        if pending is not None:
+            pending = _pending_claim(
+                pending, kind, description, metadata, timezone.now()
+            )
+        book = Book.lock(ids=user_ids)
+        # The time of the entries, taken under the wallets' locks: a wallet's
+        # entries are then in time order as in id order (balances in the past
+        # and statements read them by time).
         now = timezone.now()
         if pending is None:
             txn = Transaction(
@@ -71,15 +83,12 @@ def ledger_post(
                 metadata=metadata or {},
                 created_at=now,
                 posted_at=now,
+                reverses=reverses,
             )
             txn._state.adding = False
             txn._state.db = connection.alias
         else:
-            txn = _pending_claim(pending, kind, description, metadata, now)
-        user_ids = [
-            leg.wallet.id for leg in legs if leg.wallet.kind == Wallet.Kind.USER
-        ]
-        book = Book.lock(ids=user_ids)
+            txn = pending
         balance_after = book.apply(legs)
         writes = Writes(now)
         writes.add(txn, legs, balance_after, insert_transaction=pending is None)
@@ -171,8 +180,8 @@ def ledger_debit_many(
             raise ValueError("ledger_debit_many: the counterpart is a system wallet")
     results: list[Debited | None] = [None] * len(debits)
     with transaction.atomic(savepoint=False):
-        now = timezone.now()
         book = Book.lock(ids=wallet_ids)
+        now = timezone.now()  # under the locks: see ledger_post
         writes = Writes(now)
         for n, debit in enumerate(debits):
             wallet = book.ref(debit.wallet_id)

@@ -232,12 +232,12 @@ w AS (
 t AS (
     INSERT INTO transactions_transaction
            (id, kind, status, initiator_id, description, created_at, posted_at,
-            metadata)
+            metadata, reverses_id)
     SELECT v.id, v.kind, 'posted', v.initiator_id, v.description, %(now)s, %(now)s,
-           v.metadata
+           v.metadata, v.reverses_id
       FROM jsonb_to_recordset(%(transactions)s::jsonb)
            AS v (id uuid, kind varchar, initiator_id uuid, description varchar,
-                 metadata jsonb)
+                 metadata jsonb, reverses_id uuid)
 ),
 e AS (
     INSERT INTO transactions_entry
@@ -353,6 +353,7 @@ class Writes:
             initiator_id=txn.initiator_id,
             description=txn.description,
             metadata=txn.metadata,
+            reverses_id=txn.reverses_id,
             legs=legs,
             balance_after=balance_after,
             insert_transaction=insert_transaction,
@@ -369,6 +370,7 @@ class Writes:
         legs: Sequence[Leg],
         balance_after: Sequence[Decimal | None],
         insert_transaction: bool = True,
+        reverses_id: UUID | None = None,
     ) -> None:
         """`add` from the transaction's fields, for a caller that has no model
         instance to build (the fee run posts thousands at once)."""
@@ -381,6 +383,7 @@ class Writes:
                     "initiator_id": initiator_id and str(initiator_id),
                     "description": description,
                     "metadata": metadata,
+                    "reverses_id": reverses_id and str(reverses_id),
                 }
             )
         for leg, after in zip(legs, balance_after, strict=True):
@@ -404,6 +407,7 @@ class Writes:
                             balance_after=after,
                             metadata=metadata,
                             description=description,
+                            reverses_id=reverses_id,
                             created_at=self.now,
                         ),
                         entry_of=txn_id,
