@@ -17,6 +17,13 @@ RUN groupadd --system --gid 10001 wallet \
 
 WORKDIR /app
 
+# Statement PDFs (transactions/statement_pdf.py) are drawn with DejaVu Sans (Cyrillic
+# included): Debian's fonts-dejavu-core, at STATEMENT_PDF_FONT_DIR's default path.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/* \
+    && test -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf
+
 # Dependencies first: this layer is rebuilt only when requirements.txt changes.
 # (psycopg[binary], gevent and Pillow ship manylinux wheels: no compiler needed.)
 COPY requirements.txt .

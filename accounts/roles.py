@@ -4,7 +4,8 @@
 - finance: support's view, plus what moves or freezes money: block/unblock and
   adjust wallets (change_wallet; an adjustment also needs a second operator),
   decide top-ups, void holds, fail payouts, waive fee charges, edit exchange
-  rates.
+  rates; and resend webhook deliveries and disable/enable webhook endpoints
+  (the change permission opens those operations only: nobody edits their rows).
 
 Both see the dashboard (`DASHBOARD_PERMISSION`, a permission of no model's own:
 roles_ensure creates it); a staff user in neither group sees no figures at all.
@@ -34,7 +35,17 @@ _EXTRA_PERMISSIONS = {
 _VIEWED = {
     "accounts": ["user"],
     "wallets": ["wallet", "exchangerate"],
-    "transactions": ["transaction", "entry", "topup", "hold", "payout"],
+    "transactions": [
+        "transaction",
+        "entry",
+        "topup",
+        "hold",
+        "payout",
+        "event",
+        "webhookendpoint",
+        "webhookdelivery",
+        "webhookattempt",
+    ],
     "fees": ["feecharge"],
     "admin": ["logentry"],
     "django_celery_beat": [
@@ -47,7 +58,13 @@ _VIEWED = {
 }
 _FINANCE_EXTRA = {
     "wallets": ["change_wallet", "add_exchangerate", "change_exchangerate"],
-    "transactions": ["change_topup", "change_hold", "change_payout"],
+    "transactions": [
+        "change_topup",
+        "change_hold",
+        "change_payout",
+        "change_webhookendpoint",
+        "change_webhookdelivery",
+    ],
     "fees": ["change_feecharge"],
 }
 

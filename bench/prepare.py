@@ -6,6 +6,7 @@
     python -m bench.prepare fees --wallets 100000
     python -m bench.prepare holds --wallet ID --count 100 --amount 100.00
     python -m bench.prepare service --prefix provider
+    python -m bench.prepare webhook --wallet ID --url URL
     python -m bench.prepare snapshot [--wallet ID]
 
 Run with the stack's environment (DATABASE_URL, SECRET_KEY, ...). Every balance it
@@ -35,6 +36,7 @@ from rest_framework_simplejwt.tokens import AccessToken  # noqa: E402
 from accounts.models import User  # noqa: E402
 from transactions.ledger import hold_create  # noqa: E402
 from transactions.models import Entry, Hold, Transaction  # noqa: E402
+from transactions.webhooks import endpoint_create  # noqa: E402
 from wallets.models import Wallet  # noqa: E402
 from wallets.numbers import generate_number  # noqa: E402
 from wallets.selectors import system_wallet  # noqa: E402
@@ -247,6 +249,15 @@ def service(prefix: str) -> None:
     print(AccessToken.for_user(user))
 
 
+def webhook(wallet: str, url: str) -> None:
+    """A webhook endpoint for `transaction.posted` of the wallet's owner, through
+    the service (the URL check included: the stack allows loopback); prints its
+    id."""
+    owner = Wallet.objects.select_related("owner").get(pk=wallet).owner
+    endpoint = endpoint_create(user=owner, url=url, event_types=["transaction.posted"])
+    print(endpoint.id)
+
+
 # Payouts that break the two-phase rule: paid without exactly one posted `payout`
 # transaction taking its amount from its wallet; a `payout` transaction no payout
 # points to (a payment twice); a hold still active on a decided payout or not
@@ -371,6 +382,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--amount", default="100.00")
     p = sub.add_parser("service")
     p.add_argument("--prefix", default="provider")
+    p = sub.add_parser("webhook")
+    p.add_argument("--wallet", required=True)
+    p.add_argument("--url", required=True)
     p = sub.add_parser("snapshot")
     p.add_argument("--wallet")
     args = vars(parser.parse_args(argv))
@@ -382,6 +396,7 @@ def main(argv: list[str]) -> None:
         "fees": fees,
         "holds": holds,
         "service": service,
+        "webhook": webhook,
     }.get(command, snapshot)(**args)
 
 

@@ -14,8 +14,11 @@ Environment (all optional):
   BENCH_SECONDS        one duration for every scenario (default: each its own, 20-60 s)
   BENCH_ONLY           comma-separated scenario names to run (default: all)
   BENCH_HISTORY_ENTRIES  entries on the history wallet (1000000)
+  BENCH_AS_OF_TARGETS  random as_of paths for balance-as-of (10000)
+  BENCH_EXPORT_MAX_GROWTH_MB  statement-csv fails if a worker's RSS grows this much (64)
   BENCH_FEE_WALLETS    due wallets for charge_fees (100000)
   BENCH_HOLDS          active holds on the hot-held wallet (100)
+  BENCH_WEBHOOK_CATCHUP  seconds hot-webhook waits for the last deliveries (300)
   BENCH_FEES_TIMEOUT   stop charge_fees after this many seconds (600)
   BENCH_WEB_WORKERS    Gunicorn workers (2)
   BENCH_KEEP_DB        keep the database afterwards (1)
@@ -25,18 +28,24 @@ Environment (all optional):
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import platform
+import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -46,6 +55,8 @@ from tests.stack import (  # noqa: E402
     _base_env,
     create_database,
     drop_database,
+    free_port,
+    http_request,
     manage,
     process_stats,
 )
@@ -109,6 +120,18 @@ SCENARIOS = [
         mode="operation",
         targets="hot-held",
     ),
+    # The same load with one webhook endpoint of the wallet's owner (issue 19:
+    # within 10% of "hot"), a Celery worker and beat delivering every
+    # `transaction.posted` to a receiver on loopback (bench/receiver.py) while it
+    # runs: the delivery rate and the lag from commit to arrival are measured.
+    Scenario(
+        "hot-webhook",
+        "1c. hot wallet with a webhook endpoint",
+        "wrk",
+        30,
+        mode="operation",
+        targets="hot-webhook",
+    ),
     Scenario(
         "spread",
         "2. spread over 1000 wallets",
@@ -163,6 +186,20 @@ SCENARIOS = [
         mode="history",
         targets="history-deep",
     ),
+    # Issue 20: a balance in the past on the history wallet, each request a random
+    # as_of across the wallet's life (p99 < 5 ms: one index probe, not a scan).
+    Scenario(
+        "balance-as-of",
+        "5c. balance as of (1M entries)",
+        "wrk",
+        20,
+        connections=4,
+        mode="history",
+        targets="balance-as-of",
+    ),
+    # The history wallet's whole life as one CSV statement, streamed through Nginx:
+    # seconds, rows/s and the web workers' RSS before/peak (it must stay flat).
+    Scenario("statement-csv", "5d. statement CSV, all 1M entries", "export", 0),
     Scenario("fees", "7. charge_fees over due wallets", "fees", 0),
 ]
 
@@ -323,9 +360,18 @@ class Bench:
         # The hot-held wallet and the money held on it (prepare_held).
         self.held_wallet = ""
         self.held = Decimal(0)
+        # The hot-webhook wallet, its receiver and the Celery processes that
+        # deliver to it (prepare_webhook; stopped after the scenario).
+        self.webhook_wallet = ""
+        self.receiver: subprocess.Popen | None = None
+        self.receiver_url = ""
+        self.celery: list[subprocess.Popen] = []
+        self.webhook_catchup = int(os.environ.get("BENCH_WEBHOOK_CATCHUP", "300"))
         self.web_workers = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
         self.fees_timeout = int(os.environ.get("BENCH_FEES_TIMEOUT", "600"))
         self.web_rss: dict[str, list[float]] = {}
+        # The history wallet (id, owner's token), set by prepare_history.
+        self.history_wallet: tuple[str, str] = ("", "")
         # The production setting the benchmark runs with (accounts/authentication.py).
         self.user_cache = os.environ.get("JWT_USER_CACHE_SECONDS", "5")
         self.tmp = Path(tempfile.mkdtemp(prefix="wallet-bench-"))
@@ -367,6 +413,7 @@ class Bench:
                     if scenario.kind != "fees":
                         self.web_rss[scenario.name] = self.workers_rss()
         finally:
+            self.stop_webhooks()
             if self.stack is not None:
                 self.stack.stop()
             if not os.environ.get("BENCH_KEEP_DB"):
@@ -505,10 +552,16 @@ class Bench:
             self.prepare_held()
         elif scenario.targets == "payouts":
             self.prepare_payouts()
+        elif scenario.targets == "hot-webhook":
+            self.prepare_webhook()
         watched = self.held_wallet if scenario.targets == "hot-held" else None
         # Warm up (imports, pools, caches) before anything is counted.
         warmup = Scenario(**{**asdict(scenario), "seconds": 2})
         run_wrk(self.stack.url, warmup, self.files[scenario.targets])
+        if scenario.targets == "hot-webhook":
+            # The warm-up's deliveries (and the outbox of earlier scenarios,
+            # dispatched to no one) are done before the load is counted.
+            self.webhook_wait(since=0.0, until=time.time())
         self.drain()
         if scenario.mode == "floor":
             before_floor = psql(
@@ -517,9 +570,15 @@ class Bench:
             psql(self.db_url, "TRUNCATE bench_entry")
         before = snapshot(self.env, watched)
         log(f"{scenario.name}: wrk -c {scenario.connections} -d {seconds}s")
+        load_started = time.time()
         result = wrk_result(
             scenario, run_wrk(self.stack.url, scenario, self.files[scenario.targets])
         )
+        load_ended = time.time()
+        webhook_problems: list[str] = []
+        if scenario.targets == "hot-webhook":
+            webhook_problems = self.webhook_measure(result, load_started, load_ended)
+            self.stop_webhooks()
         self.drain()
         if scenario.mode == "floor":
             self.floor_check(result, before_floor)
@@ -531,6 +590,16 @@ class Bench:
             self.payout_check(result, before, snapshot(self.env))
         else:
             self.ledger_check(result, scenario, before, snapshot(self.env, watched))
+        if scenario.targets == "hot-webhook":
+            webhook = result.extra["webhook"]
+            if webhook_problems:
+                result.check_ok = False
+                result.check = "; ".join([*webhook_problems, result.check])
+            else:
+                result.check += (
+                    f"; webhooks: {webhook['events']} events delivered "
+                    f"({webhook['duplicates']} twice), none lost"
+                )
         self.results.append(result)
         self.show(result)
 
@@ -714,6 +783,197 @@ class Bench:
         )
         self.files["hot-held"] = path
 
+    def prepare_webhook(self) -> None:
+        """The hot-webhook wallet (its own user), a receiver on loopback
+        (bench/receiver.py, its own process), the owner's endpoint for
+        `transaction.posted` (through the service, URL check included), and a
+        Celery worker and beat as tests/stack.py starts them (the dispatcher
+        runs every WEBHOOKS_DISPATCH_SECONDS)."""
+        if self.webhook_wallet:
+            return
+        path = self.tmp / "hot-webhook.tsv"
+        prepare(
+            self.env, "users", "--count", "1", "--out", str(path), "--prefix", "hook"
+        )
+        self.webhook_wallet = path.read_text().split("\t", 1)[0]
+        self.files["hot-webhook"] = path
+        port = free_port()
+        self.receiver = subprocess.Popen(
+            [sys.executable, "-m", "bench.receiver", "--port", str(port)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.receiver.stdout is not None
+        if self.receiver.stdout.readline().strip() != "READY":
+            raise RuntimeError("the webhook receiver did not start")
+        self.receiver_url = f"http://127.0.0.1:{port}"
+        endpoint = prepare(
+            self.env,
+            "webhook",
+            "--wallet",
+            self.webhook_wallet,
+            "--url",
+            f"{self.receiver_url}/hooks",
+        ).strip()
+        log(f"hot-webhook: endpoint {endpoint} -> {self.receiver_url}/hooks")
+        assert self.stack is not None
+        workdir = self.stack.workdir
+        # As docker-compose.yml runs them: the psycopg pool is the web's only.
+        celery_env = {**self.env, "DATABASE_POOL": "false"}
+        for name, argv in (
+            (
+                "worker",
+                [
+                    *("worker", "--loglevel", "INFO", "--concurrency", "2"),
+                    *("-n", "bench-webhooks@%h", "--without-gossip"),
+                    "--without-mingle",
+                ],
+            ),
+            (
+                "beat",
+                [
+                    *("beat", "--loglevel", "INFO"),
+                    *("--pidfile", str(workdir / "beat.pid")),
+                ],
+            ),
+        ):
+            with open(workdir / f"bench-{name}.log", "ab") as out:
+                self.celery.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "celery", "-A", "wallet_project", *argv],
+                        cwd=REPO,
+                        env=celery_env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+        deadline = time.monotonic() + 60
+        for name, text in (("worker", " ready."), ("beat", "beat: Starting")):
+            log_path = workdir / f"bench-{name}.log"
+            while text not in log_path.read_text(errors="replace"):
+                if time.monotonic() > deadline or any(
+                    p.poll() is not None for p in self.celery
+                ):
+                    raise RuntimeError(
+                        f"celery {name} did not start:\n"
+                        + log_path.read_text(errors="replace")[-3000:]
+                    )
+                time.sleep(0.2)
+
+    def stop_webhooks(self) -> None:
+        """Stop the Celery worker and beat (warm shutdown) and the receiver."""
+        for process in [*self.celery, *([self.receiver] if self.receiver else [])]:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in [*self.celery, *([self.receiver] if self.receiver else [])]:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        self.celery, self.receiver = [], None
+
+    def webhook_events(self, since: float, until: float) -> list[tuple[int, float]]:
+        """(id, created_at as unix time) of the hot-webhook wallet's events
+        created in [since, until]."""
+        query = (
+            "SELECT id, extract(epoch FROM created_at) FROM transactions_event "  # noqa: S608 - our own uuid and floats
+            f"WHERE wallet_id = '{self.webhook_wallet}' "
+            f"AND created_at >= to_timestamp({since}) "
+            f"AND created_at <= to_timestamp({until}) ORDER BY id"
+        )
+        for attempt in range(30):
+            try:
+                rows = psql(self.db_url, query)
+                break
+            except subprocess.CalledProcessError as exc:
+                # A shared server may refuse a connection for a moment ("too
+                # many clients"): a measurement is not a reason to give up.
+                if attempt == 29:
+                    raise
+                log(f"psql failed ({exc.stderr.strip()[:200]}); again in 1 s")
+                time.sleep(1)
+        return [
+            (int(i), float(t))
+            for i, t in (line.split("|") for line in rows.splitlines() if line)
+        ]
+
+    def webhook_arrivals(self) -> dict[int, list[float]]:
+        """Every arrival at the receiver, by event id."""
+        stats = http_request("GET", self.receiver_url + "/stats", timeout=60).json()
+        arrivals: dict[int, list[float]] = {}
+        for event_id, at in stats["arrivals"]:
+            arrivals.setdefault(event_id, []).append(at)
+        return arrivals
+
+    def webhook_wait(self, *, since: float, until: float) -> float:
+        """Wait until every event of the hot-webhook wallet created in [since,
+        until] has reached the receiver (at most BENCH_WEBHOOK_CATCHUP s); when
+        the last one arrived (or 0.0 if some never did)."""
+        deadline = time.monotonic() + self.webhook_catchup
+        while True:
+            events = self.webhook_events(since, until)
+            arrivals = self.webhook_arrivals()
+            missing = [i for i, _ in events if i not in arrivals]
+            if not missing:
+                return max((min(arrivals[i]) for i, _ in events), default=until)
+            if time.monotonic() > deadline:
+                log(f"hot-webhook: {len(missing)} of {len(events)} never arrived")
+                return 0.0
+            time.sleep(1)
+
+    def webhook_measure(
+        self, result: Result, load_started: float, load_ended: float
+    ) -> list[str]:
+        """Wait for the load's last deliveries, then measure: deliveries per
+        second that arrived while the load ran, the lag from each event's commit
+        (created_at, in the posting's transaction) to its first arrival (p50,
+        p99, max), duplicates (an event sent twice) and lost events (never
+        arrived within BENCH_WEBHOOK_CATCHUP)."""
+        # Requests wrk left in flight may commit just after it stops.
+        last_arrival = self.webhook_wait(since=load_started, until=load_ended + 5)
+        events = self.webhook_events(load_started, load_ended + 5)
+        arrivals = self.webhook_arrivals()
+        lags = sorted(min(arrivals[i]) - t for i, t in events if i in arrivals)
+        seconds = load_ended - load_started
+        during = sum(
+            1 for i, _ in events if i in arrivals and min(arrivals[i]) <= load_ended
+        )
+        lost = len(events) - len(lags)
+        duplicates = sum(len(arrivals[i]) - 1 for i, _ in events if i in arrivals)
+
+        def pct(q: float) -> float | None:
+            if not lags:
+                return None
+            return round(lags[min(len(lags) - 1, int(q * len(lags)))] * 1000, 1)
+
+        webhook = {
+            "events": len(events),
+            "delivered": len(lags),
+            "delivered_during_load": during,
+            "delivered_per_s_during_load": round(during / seconds, 1),
+            "events_per_s": round(len(events) / seconds, 1),
+            "lag_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)},
+            "caught_up_s_after_load": (
+                round(last_arrival - load_ended, 1) if last_arrival else None
+            ),
+            "duplicates": duplicates,
+            "lost": lost,
+        }
+        result.extra["webhook"] = webhook
+        log(f"hot-webhook: {webhook}")
+        problems = []
+        if lost:
+            problems.append(f"webhooks: {lost} of {len(events)} events never arrived")
+        if not events:
+            problems.append("webhooks: no event was written")
+        return problems
+
     def prepare_payouts(self) -> None:
         """The 1000 spread wallets' owners create; one service account pays."""
         if "payouts" in self.files:
@@ -755,6 +1015,147 @@ class Bench:
         ).strip()
         deep.write_text(f"{path_deep}\t{token}\n")
         self.files["history-first"], self.files["history-deep"] = first, deep
+        self.history_wallet = (wallet_id, token)
+        self.prepare_balance_as_of()
+
+    def prepare_balance_as_of(self) -> None:
+        """BENCH_AS_OF_TARGETS balance paths on the history wallet, each with a
+        random as_of (to the microsecond) from a minute before its first entry
+        to a minute after its last: before the first, inside, at the end."""
+        wallet_id, token = self.history_wallet
+        first, last = (
+            float(x)
+            for x in psql(
+                self.db_url,
+                "SELECT extract(epoch FROM min(created_at)), "  # noqa: S608 - our own uuid
+                "extract(epoch FROM max(created_at)) FROM transactions_entry "
+                f"WHERE wallet_id = '{wallet_id}'",
+            )
+            .strip()
+            .split("|")
+        )
+        rng = random.Random(20)
+        lines = []
+        for _ in range(int(os.environ.get("BENCH_AS_OF_TARGETS", "10000"))):
+            at = datetime.fromtimestamp(rng.uniform(first - 60, last + 60), UTC)
+            as_of = at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            lines.append(
+                f"/api/v1/wallets/{wallet_id}/balance/?as_of={as_of}\t{token}\n"
+            )
+        path = self.tmp / "balance-as-of.tsv"
+        path.write_text("".join(lines))
+        self.files["balance-as-of"] = path
+
+    def export(self, scenario: Scenario) -> None:
+        """The history wallet's statement as CSV, all of it, through Nginx: one
+        streamed request (after a small warm-up export) read in 1 MiB pieces
+        while a thread samples every web worker's VmRSS every 20 ms. Checked:
+        a 200, a header and one row per entry of the wallet, and the workers'
+        resident memory staying flat (peak - before < BENCH_EXPORT_MAX_GROWTH_MB)."""
+        self.prepare_history()
+        wallet_id, token = self.history_wallet
+        assert self.stack is not None
+        master = next(p for p in self.stack._processes if p.name == "web")
+        workers = [
+            pid for pid, fields in process_stats() if int(fields[1]) == master.popen.pid
+        ]
+
+        def status_kb(pid: int, field_name: str) -> int:
+            text = Path(f"/proc/{pid}/status").read_text()
+            return int(re.search(rf"^{field_name}:\s+(\d+) kB", text, re.M).group(1))
+
+        expected = int(
+            psql(
+                self.db_url,
+                "SELECT count(*) FROM transactions_entry "  # noqa: S608 - our own uuid
+                f"WHERE wallet_id = '{wallet_id}'",
+            ).strip()
+        )
+        path = f"/api/v1/wallets/{wallet_id}/statement/?format=csv"
+        everything = "&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"
+        parts = urlsplit(self.stack.url)
+
+        def stream(query: str) -> tuple[int, int, int]:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+            try:
+                conn.request(
+                    "GET",
+                    path + query,
+                    headers={"Authorization": f"Bearer {token}", "Accept": "*/*"},
+                )
+                response = conn.getresponse()
+                size = lines = 0
+                while piece := response.read(1 << 20):
+                    size += len(piece)
+                    lines += piece.count(b"\n")
+                return response.status, size, lines
+            finally:
+                conn.close()
+
+        stream("&from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z")  # warm-up
+        time.sleep(1)
+        before = {pid: status_kb(pid, "VmRSS") for pid in workers}
+        hwm_before = {pid: status_kb(pid, "VmHWM") for pid in workers}
+        peak = dict(before)
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.02):
+                for pid in workers:
+                    with contextlib.suppress(OSError):  # a worker gone
+                        peak[pid] = max(peak[pid], status_kb(pid, "VmRSS"))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        log(f"{scenario.name}: GET {path}{everything} ({expected} entries)")
+        sampler.start()
+        started = time.monotonic()
+        status, size, lines = stream(everything)
+        seconds = time.monotonic() - started
+        done.set()
+        sampler.join()
+        hwm_after = {pid: status_kb(pid, "VmHWM") for pid in workers}
+        mb = 1024.0
+        growth = max((peak[pid] - before[pid]) / mb for pid in workers)
+        limit = float(os.environ.get("BENCH_EXPORT_MAX_GROWTH_MB", "64"))
+        rows = lines - 1
+        result = Result(
+            scenario.name,
+            scenario.title,
+            1,
+            round(seconds, 1),
+            requests=rows,
+            rps=round(rows / seconds, 1),
+            ok_per_s=round(rows / seconds, 1) if status == 200 else 0.0,
+            non_2xx=0 if status == 200 else 1,
+            statuses={status: 1},
+            extra={
+                "bytes": size,
+                "rows": rows,
+                "mb_per_s": round(size / seconds / 1e6, 1),
+                "rss_before_mb": {p: round(v / mb, 1) for p, v in before.items()},
+                "rss_peak_mb": {p: round(v / mb, 1) for p, v in peak.items()},
+                "vmhwm_before_mb": {p: round(v / mb, 1) for p, v in hwm_before.items()},
+                "vmhwm_after_mb": {p: round(v / mb, 1) for p, v in hwm_after.items()},
+                "rss_growth_mb": round(growth, 1),
+            },
+        )
+        problems = []
+        if status != 200:
+            problems.append(f"status {status}")
+        if rows != expected:
+            problems.append(f"{rows} rows for {expected} entries")
+        if growth >= limit:
+            problems.append(f"a worker grew {growth:.1f} MiB (limit {limit:.0f})")
+        rss = ", ".join(
+            f"{before[p] / mb:.0f}->{peak[p] / mb:.0f}" for p in sorted(workers)
+        )
+        result.check_ok = not problems
+        result.check = "; ".join(problems) or (
+            f"{rows} rows, {size / 1e6:.0f} MB in {seconds:.1f} s; workers' RSS "
+            f"MiB before->peak {rss} (+{growth:.1f} max)"
+        )
+        self.results.append(result)
+        self.show(result)
 
     def fees(self, scenario: Scenario) -> None:
         n = self.fee_wallets
@@ -833,6 +1234,8 @@ class Bench:
         ratios = {
             "hot/floor-hot": ratio("hot", "floor-hot"),
             "hot-held/hot": ratio("hot-held", "hot"),  # issue 18: >= 0.9
+            "hot-webhook/hot": ratio("hot-webhook", "hot"),  # issue 19: >= 0.9
+            "hot-webhook/floor-hot": ratio("hot-webhook", "floor-hot"),
             "hot/pgbench-hot": ratio("hot", "pgbench-hot"),
             "spread/floor-1000": ratio("spread", "floor-1000"),
             "transfers/floor-1000": ratio("transfers", "floor-1000"),
@@ -860,6 +1263,16 @@ class Bench:
             lines.append(
                 "web workers' RSS (MiB): "
                 + ", ".join(f"{k} {v}" for k, v in self.web_rss.items())
+            )
+        if webhook := by_name.get("hot-webhook"):
+            w = webhook.extra.get("webhook", {})
+            lines.append(
+                f"webhooks (hot-webhook): {w.get('delivered_per_s_during_load')} "
+                f"deliveries/s during the load ({w.get('events_per_s')} events/s "
+                f"written), lag from commit p50 {w.get('lag_ms', {}).get('p50')} ms, "
+                f"p99 {w.get('lag_ms', {}).get('p99')} ms, caught up "
+                f"{w.get('caught_up_s_after_load')} s after the load, "
+                f"{w.get('duplicates')} duplicates, {w.get('lost')} lost"
             )
         lines.append(
             "ratios: "

@@ -32,6 +32,13 @@ API (everything else here is an implementation detail):
   codes; `leftovers()` lists any process of the stack still alive.
 - `smtp_sink()`: an SMTP server on loopback (aiosmtpd); `.url` is an EMAIL_URL,
   `.messages` what arrived, `.wait_for(to=..., timeout=...)` waits for one.
+- `webhook_receiver()`: an HTTP server on loopback that keeps every request it
+  gets (`.requests`: `ReceivedRequest`s with headers, raw body, arrival time and
+  the status answered); `.url`, `.respond` (a callable deciding the status, 200 by
+  default; it may block), `.wait_until(predicate, timeout=...)`, `.stop()` and
+  `.start()` again on the same port (a receiver that is down for a while). The
+  stack's processes run with WEBHOOKS_ALLOW_PRIVATE_NETWORKS=true, so endpoints
+  may point at it.
 
 Each stack gets its own CACHE_KEY_PREFIX (throttle counters never leak between
 runs) and a fresh SECRET_KEY. Celery's queue is per Redis database: run one stack
@@ -47,6 +54,7 @@ import contextlib
 import email
 import email.message
 import http.client
+import http.server
 import json
 import os
 import re
@@ -61,7 +69,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -242,6 +250,120 @@ def message_text(message: email.message.Message) -> str:
     return payload.decode(part.get_content_charset() or "utf-8") if payload else ""
 
 
+# --- Webhook receiver -----------------------------------------------------------------
+
+
+@dataclass
+class ReceivedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes  # exactly as received (what a signature covers)
+    arrived_at: float  # time.time()
+    status: int = 0  # what the receiver answered (0: no answer, e.g. it was cut off)
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class WebhookReceiver:
+    """An HTTP server on 127.0.0.1 that keeps every request (a thread each)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.requests: list[ReceivedRequest] = []
+        # `respond(request) -> status`: called in the request's thread, may block.
+        self.respond: Callable[[ReceivedRequest], int] = lambda request: 200
+        self._arrived = threading.Condition()
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks"
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # http.server calls it by this name
+                length = int(self.headers.get("Content-Length") or 0)
+                request = ReceivedRequest(
+                    method="POST",
+                    path=self.path,
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=self.rfile.read(length),
+                    arrived_at=time.time(),
+                )
+                with receiver._arrived:
+                    receiver.requests.append(request)
+                    receiver._arrived.notify_all()
+                status = receiver.respond(request)
+                with contextlib.suppress(OSError):  # the sender may be gone
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                    request.status = status
+                with receiver._arrived:
+                    receiver._arrived.notify_all()
+
+            def log_message(self, format, *args) -> None:  # quiet
+                pass
+
+        return Handler
+
+    def wait_until(self, predicate: Callable[[], object], *, timeout: float = 30):
+        """Wait until `predicate()` (called under the lock, after each request)
+        is true; its value, or TimeoutError."""
+        with self._arrived:
+            result = self._arrived.wait_for(predicate, timeout=timeout)
+        if not result:
+            raise TimeoutError(f"the webhook receiver waited {timeout}s in vain")
+        return result
+
+    def notify(self) -> None:
+        """Wake the waiters (a test changed what `predicate` looks at)."""
+        with self._arrived:
+            self._arrived.notify_all()
+
+    def start(self) -> WebhookReceiver:
+        server_class = type(
+            "Server",
+            (http.server.ThreadingHTTPServer,),
+            {"allow_reuse_address": True, "daemon_threads": True},
+        )
+        self._server = server_class(("127.0.0.1", self.port), self._handler())
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}
+        )
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close the port (connections are refused until `start()`)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
 # --- HTTP -----------------------------------------------------------------------------
 
 
@@ -351,6 +473,8 @@ class Stack:
             GUNICORN_CONTROL_SOCKET=str(workdir / "gunicorn.ctl"),
             WEB_CONCURRENCY=str(web_workers),
             LOG_FORMAT="json",
+            # Webhook receivers of the tests and the benchmark listen on loopback.
+            WEBHOOKS_ALLOW_PRIVATE_NETWORKS="true",
         )
         process_env.update(env or {})
 

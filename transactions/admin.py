@@ -19,7 +19,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
@@ -129,7 +129,7 @@ class TransactionAdmin(admin.ModelAdmin):
     search_help_text = _("A transaction id, or a wallet number or id.")
     show_full_result_count = False
     inlines = [EntryInline]
-    fields = [*list_display, "metadata_pretty"]
+    fields = [*list_display, "reverses_link", "reversals_links", "metadata_pretty"]
     readonly_fields = fields
 
     def get_queryset(self, request):
@@ -152,6 +152,28 @@ class TransactionAdmin(admin.ModelAdmin):
         if not moved and "amount" in txn.metadata:
             return f"{txn.metadata['amount']} {txn.metadata.get('currency', '')}"
         return ", ".join(f"{amount:,.2f} {cur}" for cur, amount in moved.items())
+
+    @admin.display(description=_("reverses"))
+    def reverses_link(self, txn: Transaction) -> str:
+        if txn.reverses_id is None:
+            return "—"
+        url = reverse("admin:transactions_transaction_change", args=[txn.reverses_id])
+        return format_html('<a href="{}">{}</a>', url, txn.reverses_id)
+
+    @admin.display(description=_("reversed by"))
+    def reversals_links(self, txn: Transaction) -> str:
+        links = [
+            format_html(
+                '<a href="{}">{}</a> ({})',
+                reverse("admin:transactions_transaction_change", args=[r.pk]),
+                r.pk,
+                r.get_status_display(),
+            )
+            for r in txn.reversals.order_by("created_at")
+        ]
+        return (
+            format_html_join(", ", "{}", ((link,) for link in links)) if links else "—"
+        )
 
     @admin.display(description=_("metadata"))
     def metadata_pretty(self, txn: Transaction) -> str:
@@ -189,6 +211,13 @@ class TransactionAdmin(admin.ModelAdmin):
             "is_pending_adjustment": txn is not None
             and txn.kind == Transaction.Kind.ADJUSTMENT
             and txn.status == Transaction.Status.PENDING,
+            "is_pending_reversal": txn is not None
+            and txn.kind == Transaction.Kind.REVERSAL
+            and txn.status == Transaction.Status.PENDING,
+            "may_reverse": txn is not None
+            and txn.status == Transaction.Status.POSTED
+            and txn.kind != Transaction.Kind.REVERSAL
+            and request.user.has_perm(ADJUST_PERMISSION),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -201,6 +230,11 @@ class TransactionAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.review_view),
                 name="transactions_transaction_review",
             ),
+            path(
+                "<uuid:object_id>/reverse/",
+                self.admin_site.admin_view(self.reverse_view),
+                name="transactions_transaction_reverse",
+            ),
             *super().get_urls(),
         ]
 
@@ -210,8 +244,12 @@ class TransactionAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         txn = get_object_or_404(
-            Transaction, pk=object_id, kind=Transaction.Kind.ADJUSTMENT
+            Transaction,
+            pk=object_id,
+            kind__in=[Transaction.Kind.ADJUSTMENT, Transaction.Kind.REVERSAL],
         )
+        if txn.kind == Transaction.Kind.REVERSAL:
+            return self._reversal_review(request, txn)
         may_decide = request.user.has_perm(ADJUST_PERMISSION)
         if request.method == "POST":
             if not may_decide:
@@ -239,6 +277,128 @@ class TransactionAdmin(admin.ModelAdmin):
         return TemplateResponse(
             request, "admin/transactions/transaction/review.html", context
         )
+
+    # --- Two-person reversals -----------------------------------------------------------
+
+    def reverse_view(self, request: HttpRequest, object_id):
+        """Request a reversal of a posted transaction (all of what is left, or
+        an amount in its first leg's currency) with a reason; a different
+        operator confirms it on the review page."""
+        if not request.user.has_perm(ADJUST_PERMISSION):
+            raise PermissionDenied
+        original = get_object_or_404(Transaction, pk=object_id)
+        error = None
+        try:
+            plan = ledger.reversal_plan(original)
+        except DomainError as refusal:
+            self.message_user(request, refusal.detail, messages.ERROR)
+            return HttpResponseRedirect(
+                reverse("admin:transactions_transaction_change", args=[original.pk])
+            )
+        if request.method == "POST":
+            raw = request.POST.get("amount", "").strip()
+            try:
+                amount = Decimal(raw) if raw else None
+                if amount is not None and not amount.is_finite():
+                    raise ValueError
+                pending = ledger.reversal_request(
+                    original=original,
+                    amount=amount,
+                    reason=request.POST.get("reason", ""),
+                    requested_by=request.user,
+                )
+            except (ArithmeticError, ValueError):
+                error = _("Write the amount as digits, e.g. 100.50.")
+            except DomainError as refusal:
+                error = refusal.detail
+            else:
+                message = (
+                    f"Requested a reversal of {pending.metadata['reversed_amount']} "
+                    f"{pending.metadata['currency']} of {original.kind} {original.pk}. "
+                    f"Reason: {pending.metadata['reason']}"
+                )
+                self.log_change(request, original, message)
+                self.message_user(request, message, messages.SUCCESS)
+                return HttpResponseRedirect(
+                    reverse("admin:transactions_transaction_review", args=[pending.pk])
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Reverse %(kind)s %(id)s")
+            % {"kind": original.get_kind_display(), "id": original.pk},
+            "original": original,
+            "txn": original,
+            "remaining": money_str(plan.remaining, plan.currency),
+            "currency": plan.currency,
+            "error": error,
+            "amount": request.POST.get("amount", ""),
+            "reason": request.POST.get("reason", ""),
+        }
+        return TemplateResponse(
+            request, "admin/transactions/transaction/reverse.html", context
+        )
+
+    def _reversal_review(self, request: HttpRequest, txn: Transaction):
+        may_decide = request.user.has_perm(ADJUST_PERMISSION)
+        if request.method == "POST":
+            if not may_decide:
+                raise PermissionDenied
+            self._decide_reversal(request, txn, request.POST.get("decision", ""))
+            return HttpResponseRedirect(request.path)
+        own_request = txn.metadata.get("requested_by") == str(request.user.pk)
+        is_pending = txn.status == Transaction.Status.PENDING
+        legs = []
+        if is_pending:
+            entries = txn.reverses.entries.select_related("wallet").order_by("id")
+            amounts = [Decimal(a) for a in txn.metadata.get("legs", [])]
+            legs = [
+                (entry.wallet, money_str(amount, str(entry.currency)), entry.currency)
+                for entry, amount in zip(entries, amounts, strict=False)
+                if amount
+            ]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Reversal %(id)s") % {"id": txn.pk},
+            "txn": txn,
+            "original": txn,
+            "legs": legs,
+            "is_pending": is_pending,
+            "may_decide": may_decide,
+            "may_approve": may_decide and not own_request,
+            "own_request": own_request,
+        }
+        return TemplateResponse(
+            request, "admin/transactions/transaction/reversal_review.html", context
+        )
+
+    def _decide_reversal(self, request, txn: Transaction, decision: str) -> None:
+        metadata = txn.metadata
+        what = (
+            f"reversal of {metadata['reversed_amount']} {metadata['currency']} "
+            f"of transaction {metadata['reverses']}"
+        )
+        try:
+            if decision == "approve":
+                ledger.reversal_approve(transaction=txn, approved_by=request.user)
+                message = f"Approved {what}. Reason: {metadata['reason']}"
+            elif decision == "reject":
+                note = request.POST.get("note", "").strip()
+                ledger.reversal_reject(
+                    transaction=txn, rejected_by=request.user, note=note
+                )
+                message = f"Rejected {what}. Note: {note or '-'}"
+            else:
+                self.message_user(request, _("Unknown decision."), messages.ERROR)
+                return
+        except DomainError as error:
+            self.message_user(request, error.detail, messages.ERROR)
+            return
+        txn.refresh_from_db()
+        self.log_change(request, txn, message)
+        self.log_change(request, txn.reverses, message)
+        self.message_user(request, message, messages.SUCCESS)
 
     def _decide(self, request, txn: Transaction, decision: str) -> None:
         metadata = txn.metadata
@@ -664,3 +824,6 @@ class PayoutAdmin(ServiceOnlyAdmin):
             ),
             apply=self._fail,
         )
+
+
+from transactions import admin_webhooks  # noqa: E402, F401 - registers events and webhooks

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from transactions.api.events import EventListView
 from transactions.api.payouts import (
     PayoutCancelView,
     PayoutDetailView,
@@ -7,9 +8,11 @@ from transactions.api.payouts import (
     ServicePayoutListView,
     WalletPayoutView,
 )
+from transactions.api.statements import WalletBalanceView, WalletStatementView
 from transactions.api.topups import (
     ServiceTopUpDetailView,
     ServiceTopUpListView,
+    ServiceTopUpReversalView,
     WalletTopUpView,
 )
 from transactions.api.transfers import TransferView
@@ -18,12 +21,28 @@ from transactions.api.views import (
     TransactionDetailView,
     WalletEntryListView,
 )
+from transactions.api.webhooks import (
+    WebhookEndpointDetailView,
+    WebhookEndpointListView,
+    WebhookEndpointRotateSecretView,
+)
 
 urlpatterns = [
     path(
         "wallets/<str:wallet_id>/transactions/",
         WalletEntryListView.as_view(),
         name="wallet-transactions",
+    ),
+    # Balances in the past and statements (transactions.api.statements).
+    path(
+        "wallets/<str:wallet_id>/balance/",
+        WalletBalanceView.as_view(),
+        name="wallet-balance",
+    ),
+    path(
+        "wallets/<str:wallet_id>/statement/",
+        WalletStatementView.as_view(),
+        name="wallet-statement",
     ),
     path("transactions/", EntryListView.as_view(), name="transaction-list"),
     path(
@@ -44,6 +63,11 @@ urlpatterns = [
         ServiceTopUpDetailView.as_view(),
         name="service-topup-detail",
     ),
+    path(
+        "service/topups/<str:topup_id>/reversal/",
+        ServiceTopUpReversalView.as_view(),
+        name="service-topup-reversal",
+    ),
     # Payouts: the owner's side, then the payment provider's (service accounts).
     path(
         "wallets/<str:wallet_id>/payouts/",
@@ -63,5 +87,22 @@ urlpatterns = [
         "service/payouts/<str:payout_id>/",
         ServicePayoutDetailView.as_view(),
         name="service-payout-detail",
+    ),
+    # Events and webhooks.
+    path("events/", EventListView.as_view(), name="event-list"),
+    path(
+        "webhook-endpoints/",
+        WebhookEndpointListView.as_view(),
+        name="webhook-endpoint-list",
+    ),
+    path(
+        "webhook-endpoints/<str:endpoint_id>/",
+        WebhookEndpointDetailView.as_view(),
+        name="webhook-endpoint-detail",
+    ),
+    path(
+        "webhook-endpoints/<str:endpoint_id>/rotate-secret/",
+        WebhookEndpointRotateSecretView.as_view(),
+        name="webhook-endpoint-rotate-secret",
     ),
 ]

@@ -28,7 +28,14 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.roles import DASHBOARD_PERMISSION
-from transactions.models import Entry, Hold, Payout, Transaction
+from transactions.models import (
+    Entry,
+    Hold,
+    Payout,
+    Transaction,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from wallets.models import Wallet
 from wallets.money import quantum
 
@@ -132,6 +139,7 @@ def dashboard_data(now: datetime | None = None) -> dict:
         ).count(),
         **_topups(),
         **_held(currencies),
+        **_webhooks(),
         **_fee_run(),
         **_rates(now),
         "charts": volume_charts(now=now, currencies=currencies),
@@ -210,6 +218,23 @@ def _held(currencies: list[str]) -> dict:
     return {
         "held": held,
         "pending_payouts": sum(row["pending_payouts"] for row in held),
+    }
+
+
+def _webhooks() -> dict:
+    """Deliveries still to be made and the oldest one's due time (the partial
+    index of pending deliveries serves both), and the enabled endpoints whose
+    every delivery has been failing (few rows: a handful per user)."""
+    pending = WebhookDelivery.objects.filter(
+        status=WebhookDelivery.Status.PENDING
+    ).aggregate(count=Count("id"), oldest_due=Min("next_attempt_at"))
+    failing = WebhookEndpoint.objects.filter(
+        status=WebhookEndpoint.Status.ENABLED, failing_since__isnull=False
+    ).count()
+    return {
+        "pending_webhook_deliveries": pending["count"],
+        "oldest_due_webhook_delivery": pending["oldest_due"],
+        "failing_webhook_endpoints": failing,
     }
 
 

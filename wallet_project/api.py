@@ -19,6 +19,7 @@ from accounts.errors import ErrorCode as AccountsErrorCode
 from fees.errors import ErrorCode as FeesErrorCode
 from transactions.ledger import ErrorCode as LedgerErrorCode
 from transactions.ledger import IdempotencyRequest, IdempotentResponse
+from transactions.webhooks import ErrorCode as WebhooksErrorCode
 from wallet_project.errors import (
     DATABASE_UNAVAILABLE,
     DomainError,
@@ -83,6 +84,7 @@ def _error_choices() -> list[tuple[str, Any]]:
         AccountsErrorCode,
         WalletsErrorCode,
         LedgerErrorCode,
+        WebhooksErrorCode,
         FeesErrorCode,
     )
     for enum in enums:

@@ -328,6 +328,80 @@ CELERY_BEAT_SCHEDULE["transactions-expire-holds"] = {
     "schedule": 60.0,
 }
 
+# --- Statements (transactions.statements) -----------------------------------------------
+# A JSON or PDF statement is built whole: a period with more entries than these is a 400
+# `statement_too_large` pointing to CSV, which streams any period in flat memory.
+STATEMENT_JSON_MAX_ENTRIES = env.int("STATEMENT_JSON_MAX_ENTRIES", default=1000)
+STATEMENT_PDF_MAX_ENTRIES = env.int("STATEMENT_PDF_MAX_ENTRIES", default=5000)
+# The PDF's TrueType fonts (Cyrillic included): DejaVuSans.ttf and DejaVuSans-Bold.ttf,
+# from Debian's fonts-dejavu-core.
+STATEMENT_PDF_FONT_DIR = env.str(
+    "STATEMENT_PDF_FONT_DIR", default="/usr/share/fonts/truetype/dejavu"
+)
+
+# --- Events and webhooks (transactions.webhooks) -----------------------------------------
+# Webhook URLs whose host resolves to a private, loopback, link-local, reserved or
+# metadata address are refused (at creation and at every delivery) unless this is true
+# (tests, a receiver on the same private network).
+WEBHOOKS_ALLOW_PRIVATE_NETWORKS = env.bool(
+    "WEBHOOKS_ALLOW_PRIVATE_NETWORKS", default=False
+)
+WEBHOOKS_MAX_ENDPOINTS = env.int("WEBHOOKS_MAX_ENDPOINTS", default=5)
+# A delivery answered 2xx within this many seconds (connect, then each read) is
+# delivered; anything else is retried.
+WEBHOOKS_TIMEOUT_SECONDS = env.float("WEBHOOKS_TIMEOUT_SECONDS", default=10.0)
+# A claimed delivery is not sent by anyone else for timeout + this margin (a worker
+# killed mid-send: the sweep sends it again after that).
+WEBHOOKS_LEASE_MARGIN = timedelta(
+    seconds=env.int("WEBHOOKS_LEASE_MARGIN_SECONDS", default=30)
+)
+# Retries: the first after WEBHOOKS_RETRY_FIRST_SECONDS, doubling, at most
+# WEBHOOKS_RETRY_MAX_SECONDS apart, for WEBHOOKS_RETRY_FOR_SECONDS from the delivery's
+# creation; then it is failed.
+WEBHOOKS_RETRY_FIRST = timedelta(
+    seconds=env.int("WEBHOOKS_RETRY_FIRST_SECONDS", default=30)
+)
+WEBHOOKS_RETRY_MAX = timedelta(
+    seconds=env.int("WEBHOOKS_RETRY_MAX_SECONDS", default=3600)
+)
+WEBHOOKS_RETRY_FOR = timedelta(
+    seconds=env.int("WEBHOOKS_RETRY_FOR_SECONDS", default=3 * 24 * 3600)
+)
+# An endpoint whose every delivery has failed for this long is disabled, its owner
+# emailed.
+WEBHOOKS_DISABLE_AFTER = timedelta(
+    seconds=env.int("WEBHOOKS_DISABLE_AFTER_SECONDS", default=3 * 24 * 3600)
+)
+# After a rotation the previous secret signs too (a second v1) for this long.
+WEBHOOKS_SECRET_OVERLAP = timedelta(
+    seconds=env.int("WEBHOOKS_SECRET_OVERLAP_SECONDS", default=24 * 3600)
+)
+# Events read per dispatcher transaction, and transactions per run.
+WEBHOOKS_DISPATCH_BATCH = env.int("WEBHOOKS_DISPATCH_BATCH", default=500)
+WEBHOOKS_DISPATCH_MAX_BATCHES = env.int("WEBHOOKS_DISPATCH_MAX_BATCHES", default=20)
+# Deliveries to one endpoint sent by one task, in turn, over one kept-alive connection.
+WEBHOOKS_SEND_BATCH = env.int("WEBHOOKS_SEND_BATCH", default=50)
+# Due deliveries the sweep enqueues per run.
+WEBHOOKS_SWEEP_BATCH = env.int("WEBHOOKS_SWEEP_BATCH", default=1000)
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
+    {
+        "EventTypeEnum": "transactions.models.Event.Type",
+        "WebhookEndpointStatusEnum": "transactions.models.WebhookEndpoint.Status",
+    }
+)
+CELERY_BEAT_SCHEDULE["transactions-webhooks-dispatch"] = {
+    "task": "transactions.tasks.webhooks_dispatch",
+    "schedule": timedelta(seconds=env.float("WEBHOOKS_DISPATCH_SECONDS", default=1.0)),
+    # A run not started within 10 s is dropped (django-celery-beat's expire_seconds),
+    # not queued: with the worker down, beat would otherwise pile up one message a
+    # second (the next run reads the whole outbox anyway).
+    "options": {"expire_seconds": 10},
+}
+CELERY_BEAT_SCHEDULE["transactions-webhooks-sweep"] = {
+    "task": "transactions.tasks.webhooks_sweep",
+    "schedule": timedelta(seconds=env.int("WEBHOOKS_SWEEP_SECONDS", default=60)),
+}
+
 # --- Accounts: verification codes, login lockout, throttling ----------------------------
 VERIFICATION_CODE_TTL = timedelta(
     seconds=env.int("VERIFICATION_CODE_TTL_SECONDS", default=600)

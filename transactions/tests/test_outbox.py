@@ -20,6 +20,7 @@ from fees.services import FEE_BLOCK_REASON, fee_charge_due
 from transactions import ledger
 from transactions.models import Entry, Event, TopUp
 from transactions.selectors import ledger_reconcile
+from transactions.tests.webhooks_support import wait_events_visible
 from wallets.models import Wallet
 
 D = Decimal
@@ -296,6 +297,7 @@ def test_an_event_is_not_visible_while_an_older_transaction_is_still_running(
     )
     assert seen_by_fast == baseline  # its own committed event: not yet visible
     assert seen_by_slow == baseline
+    wait_events_visible()  # both ended: visible once the server's older ones have
     assert count_visible() == baseline + 2
 
 

@@ -13,6 +13,7 @@ ERROR_MODULES = [
     "accounts.errors",
     "wallets.errors",
     "transactions.ledger.errors",
+    "transactions.webhooks.errors",
     "fees.errors",
 ]
 
