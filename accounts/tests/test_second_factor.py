@@ -20,6 +20,7 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import SecondFactorThrottle
+from accounts.tests.conftest import last_code
 from accounts.tests.factories import PASSWORD
 from accounts.tests.operators import (
     FINANCE,
@@ -476,3 +477,24 @@ def test_the_json_api_carries_no_csp_but_the_other_headers(auth_api):
     assert "Content-Security-Policy" not in response
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Referrer-Policy"] == "same-origin"
+
+
+def test_a_password_change_through_the_api_ends_the_admin_sessions(make_client):
+    """The API's change (with the emailed code) ends the operator's back-office
+    sessions too: they hold the old password's hash."""
+    ops = operator(SUPPORT)
+    session = admin_client(ops)
+    api = make_client(ops)
+    started = api.post(
+        "/api/v1/users/me/password/",
+        {"password": PASSWORD, "new_password": "a-brand-new-passphrase-9"},
+        format="json",
+    )
+    assert started.status_code == 202
+    confirmed = api.post(
+        "/api/v1/users/me/password/confirm/",
+        {"session_id": started.json()["session_id"], "code": last_code()},
+        format="json",
+    )
+    assert confirmed.status_code == 204
+    assert session.get(WALLETS)["Location"].startswith(LOGIN)
