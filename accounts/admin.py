@@ -157,7 +157,7 @@ class UserAdmin(DjangoUserAdmin):
     def second_factor(self, user: User) -> str:
         device = totp_device_confirmed(user=user) if user.pk else None
         if device is None:
-            return _("Not enrolled: set up at the next back-office login.")
+            return str(_("Not enrolled: set up at the next back-office login."))
         return _("Authenticator app; %(left)d of 10 recovery codes left.") % {
             "left": recovery_codes_left(user=user)
         }

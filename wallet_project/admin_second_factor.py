@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 from math import ceil
+from typing import Any
 
 import segno
 from django import forms
@@ -28,6 +29,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django_otp import login as otp_login
 
+from accounts.models import User
 from accounts.second_factor import (
     SecondFactorLocked,
     WrongCode,
@@ -88,7 +90,7 @@ def staff_view(site: AdminSite, view: Callable) -> Callable:
 
     @wraps(view)
     def inner(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        user = request.user
+        user: Any = request.user  # is_verified: django-otp's OTPMiddleware
         if not (user.is_active and user.is_staff):
             login = reverse("admin:login", current_app=site.name)
             return HttpResponseRedirect(
@@ -115,6 +117,12 @@ def _page(site: AdminSite, request: HttpRequest, template: str, status=200, **co
     )
 
 
+def _operator(request: HttpRequest) -> User:
+    """The staff user staff_view let in (never anonymous here)."""
+    assert isinstance(request.user, User)
+    return request.user
+
+
 def _logged_in(request: HttpRequest, device) -> None:
     # A new session id with the raised privilege: an id seen before the code
     # (a fixed or sniffed one) is worth nothing after it.
@@ -124,15 +132,14 @@ def _logged_in(request: HttpRequest, device) -> None:
 
 def verify_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
     """The code after the password: from the authenticator app, or a recovery code."""
-    if not second_factor_enrolled(user=request.user):
+    operator = _operator(request)
+    if not second_factor_enrolled(user=operator):
         return HttpResponseRedirect(_with_next("admin:second_factor_setup", request))
     form = CodeForm(request.POST if request.method == "POST" else None)
     status = 200
     if form.is_bound and form.is_valid():
         try:
-            device = second_factor_verify(
-                user=request.user, code=form.cleaned_data["code"]
-            )
+            device = second_factor_verify(user=operator, code=form.cleaned_data["code"])
         except SecondFactorLocked as error:
             form.add_error(None, _locked_message(error))
             status = 429
@@ -154,15 +161,16 @@ def verify_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
 def setup_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
     """Enrolment: scan the QR code (or type the key), confirm with a code; the
     recovery codes are then shown on this one page, never again."""
-    if second_factor_enrolled(user=request.user):
+    operator = _operator(request)
+    if second_factor_enrolled(user=operator):
         return HttpResponseRedirect(_with_next("admin:second_factor", request))
-    device = totp_device_start(user=request.user)
+    device = totp_device_start(user=operator)
     form = CodeForm(request.POST if request.method == "POST" else None)
     status = 200
     if form.is_bound and form.is_valid():
         try:
             enrolment = totp_device_confirm(
-                user=request.user, code=form.cleaned_data["code"]
+                user=operator, code=form.cleaned_data["code"]
             )
         except SecondFactorLocked as error:
             form.add_error(None, _locked_message(error))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import partial
+from typing import Any
 
 from django.apps import apps
 from django.conf import settings
@@ -68,11 +69,12 @@ class WalletAdminSite(admin.AdminSite):
     def has_permission(self, request: HttpRequest) -> bool:
         """Staff, and verified by a second factor (django-otp's OTPAdminSite rule).
         SecondFactorMiddleware sends the unverified to the code page first."""
-        return super().has_permission(request) and request.user.is_verified()
+        user: Any = request.user  # is_verified: django-otp's OTPMiddleware
+        return super().has_permission(request) and user.is_verified()
 
     def login(self, request: HttpRequest, extra_context=None):
         # The password is already given: the code is what is missing.
-        user = request.user
+        user: Any = request.user
         if user.is_active and user.is_staff and not user.is_verified():
             query = urlencode({"next": request.GET.get("next", "")})
             return HttpResponseRedirect(f"{reverse('admin:second_factor')}?{query}")

@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from csp import middleware as csp_middleware
 from django.contrib.auth import middleware as auth
@@ -147,7 +148,7 @@ class SecondFactorMiddleware:
             return None
         if match.url_name in self.OPEN_VIEWS:
             return None
-        user = request.user  # type: ignore[attr-defined]
+        user: Any = request.user  # type: ignore[attr-defined]  # is_verified: OTPMiddleware
         if user.is_active and user.is_staff and user.is_verified():
             return None
         next_url = request.get_full_path()
