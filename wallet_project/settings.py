@@ -13,6 +13,7 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from wallet_project import embedded
@@ -41,6 +42,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Operators' second factor: TOTP devices and single-use recovery codes.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
@@ -60,6 +65,8 @@ MIDDLEWARE = [
     # /healthz and /readyz, answered before host validation and the HTTPS redirect.
     "wallet_project.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on the admin and the docs pages (not on the JSON API).
+    "wallet_project.middleware.CSPMiddleware",
     # Sessions, the session user and messages serve the admin; the project's
     # subclasses skip them on /api/v1/ (bearer tokens, DRF views).
     "wallet_project.middleware.SessionMiddleware",
@@ -69,6 +76,9 @@ MIDDLEWARE = [
     # only passes DRF's csrf_exempt views.
     "django.middleware.csrf.CsrfViewMiddleware",
     "wallet_project.middleware.AuthenticationMiddleware",
+    # request.user.is_verified() (django-otp), then: no back-office view without it.
+    "wallet_project.middleware.OTPMiddleware",
+    "wallet_project.middleware.SecondFactorMiddleware",
     "wallet_project.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -172,6 +182,13 @@ CELERY_BEAT_SCHEDULE: dict = {}
 
 # --- Auth -----------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
+# Argon2 first: new passwords, and older (PBKDF2) hashes on their next login.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {
         "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
@@ -378,7 +395,41 @@ if BEHIND_TLS_PROXY:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# django-csp, on the admin and the docs pages (wallet_project.middleware.CSPMiddleware):
+# nothing from outside, no inline script without the page's nonce, no framing.
+# The docs pages relax style-src and worker-src for Swagger UI and ReDoc (urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# --- The back-office: second factor and sessions ------------------------------------------
+# Sessions serve only the admin. One slides ADMIN_SESSION_IDLE_SECONDS past the last
+# request (saved on every request; the database refuses an expired one) and its
+# cookie ends with the browser.
+SESSION_COOKIE_AGE = env.int("ADMIN_SESSION_IDLE_SECONDS", default=1800)
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+# Wrong second-factor codes in a row before the operator is locked out, and for how
+# long (accounts/second_factor.py). django-otp's own growing delays are off: they
+# would refuse a right code typed within seconds of a wrong one.
+SECOND_FACTOR_FAILURE_LIMIT = 5
+SECOND_FACTOR_LOCKOUT = timedelta(minutes=15)
+OTP_TOTP_THROTTLE_FACTOR = 0
+OTP_STATIC_THROTTLE_FACTOR = 0
+OTP_TOTP_ISSUER = "Wallet back-office"
 
 # --- Logging: JSON lines on stderr with the request id (wallet_project/logging.py) ----
 LOGGING = logging_config(
