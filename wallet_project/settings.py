@@ -187,10 +187,11 @@ REST_FRAMEWORK = {
         "accounts.authentication.CachedJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": [
-        "wallet_project.parsers.StrictJSONParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON only: a money API takes no forms, and the schema then offers generated
+    # clients one content type per body. The profile image upload adds multipart
+    # on its own view (accounts.api.views.MeView); anything else is a 415.
+    "DEFAULT_PARSER_CLASSES": ["wallet_project.parsers.StrictJSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "wallet_project.errors.exception_handler",

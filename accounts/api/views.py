@@ -1,5 +1,6 @@
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,6 +13,7 @@ from accounts.api.serializers import (
     PasswordResetConfirmSerializer,
     PasswordResetSerializer,
     ProfileUpdateSerializer,
+    ProfileUploadSerializer,
     RefreshTokenSerializer,
     SessionIdSerializer,
     SignupResultSerializer,
@@ -26,6 +28,7 @@ from accounts.authentication import OptionalJWTAuthentication
 from fees.selectors import wallet_list_for_user
 from wallet_project.api import VALIDATION_ERROR, error_response
 from wallet_project.errors import RetryLater
+from wallet_project.parsers import StrictJSONParser
 
 THROTTLED = OpenApiResponse(
     description=(
@@ -251,6 +254,9 @@ class LogoutView(PublicAPIView):
 
 
 class MeView(AccountsAPIView):
+    # The one body that is not JSON only: a file is uploaded as multipart.
+    parser_classes = [StrictJSONParser, MultiPartParser]
+
     @extend_schema(
         summary="Your profile",
         responses={200: UserSerializer, 401: UNAUTHENTICATED},
@@ -268,7 +274,7 @@ class MeView(AccountsAPIView):
         ),
         request={
             "application/json": ProfileUpdateSerializer,
-            "multipart/form-data": ProfileUpdateSerializer,
+            "multipart/form-data": ProfileUploadSerializer,
         },
         responses={200: UserSerializer, 400: VALIDATION_ERROR, 401: UNAUTHENTICATED},
     )
