@@ -392,8 +392,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # The schema and docs are public pages; the API itself requires a token.
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.AllowAny"]
 SPECTACULAR_SETTINGS["SERVE_AUTHENTICATION"] = []
-# 401/429/503 and the two shapes of a 400, documented on every operation they apply to.
+# 401/429/503 and the two shapes of a 400, documented on every operation they apply
+# to; X-Request-ID, Retry-After and Idempotency-Replayed on the responses that
+# carry them.
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums",
     "wallet_project.openapi.document_common_responses",
+    "wallet_project.openapi.document_response_headers",
 ]

@@ -27,7 +27,6 @@ from accounts.api.throttles import throttles
 from accounts.authentication import OptionalJWTAuthentication
 from fees.selectors import wallet_list_for_user
 from wallet_project.api import VALIDATION_ERROR, error_response
-from wallet_project.errors import RetryLater
 from wallet_project.parsers import StrictJSONParser
 
 THROTTLED = OpenApiResponse(
@@ -58,8 +57,6 @@ class AccountsAPIView(APIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
-        if isinstance(exc, RetryLater):
-            response["Retry-After"] = str(exc.retry_after)
         if response.status_code == 401 and "WWW-Authenticate" not in response:
             response["WWW-Authenticate"] = self.get_authenticate_header(self.request)
         return response

@@ -92,6 +92,44 @@ def test_openapi_spec_validator_accepts_the_schema(client):
     validate(served.json())  # raises on the first violation
 
 
+def test_every_response_documents_its_request_id(schema):
+    missing = [
+        (path, method, status)
+        for path, method, operation in operations(schema)
+        for status, response in operation["responses"].items()
+        if response.get("headers", {}).get("X-Request-ID")
+        != {"$ref": "#/components/headers/X-Request-ID"}
+    ]
+    assert missing == []
+    assert schema["components"]["headers"]["X-Request-ID"]["required"] is True
+
+
+def test_every_429_and_503_documents_retry_after(schema):
+    retried = [
+        (path, method, status, "Retry-After" in response.get("headers", {}))
+        for path, method, operation in operations(schema)
+        for status, response in operation["responses"].items()
+        if status in {"429", "503"}
+    ]
+    assert len(retried) >= len(list(operations(schema)))  # a 503 on every one
+    assert [r for r in retried if not r[3]] == []
+
+
+def test_idempotent_operations_document_the_replay_header(schema):
+    replayed = {
+        (path, method)
+        for path, method, operation in operations(schema)
+        for status, response in operation["responses"].items()
+        if "Idempotency-Replayed" in response.get("headers", {})
+    }
+    assert replayed == {
+        ("/api/v1/wallets/{wallet_id}/operation/", "post"),
+        ("/api/v1/transfers/", "post"),
+        ("/api/v1/wallets/{wallet_id}/topups/", "post"),
+        ("/api/v1/wallets/{wallet_id}/payouts/", "post"),
+    }
+
+
 def test_the_error_codes_are_one_enum(schema):
     error = schema["components"]["schemas"]["Error"]
     assert error["properties"]["code"] == {"$ref": "#/components/schemas/ErrorCode"}
