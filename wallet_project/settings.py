@@ -204,10 +204,11 @@ REST_FRAMEWORK = {
         "accounts.authentication.CachedJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": [
-        "wallet_project.parsers.StrictJSONParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON only: a money API takes no forms, and the schema then offers generated
+    # clients one content type per body. The profile image upload adds multipart
+    # on its own view (accounts.api.views.MeView); anything else is a 415.
+    "DEFAULT_PARSER_CLASSES": ["wallet_project.parsers.StrictJSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "wallet_project.errors.exception_handler",
@@ -442,8 +443,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # The schema and docs are public pages; the API itself requires a token.
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.AllowAny"]
 SPECTACULAR_SETTINGS["SERVE_AUTHENTICATION"] = []
-# 401/429/503 and the two shapes of a 400, documented on every operation they apply to.
+# 401/429/503 and the two shapes of a 400, documented on every operation they apply
+# to; X-Request-ID, Retry-After and Idempotency-Replayed on the responses that
+# carry them.
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums",
     "wallet_project.openapi.document_common_responses",
+    "wallet_project.openapi.document_response_headers",
 ]
