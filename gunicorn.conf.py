@@ -131,6 +131,12 @@ os.environ.setdefault("DATABASE_POOL", "true")
 # with 503 + Retry-After; at 10 s clients time out first (measured by make bench:
 # 256 connections on one wallet gave socket errors at 10 s, none at 2 s).
 os.environ.setdefault("DATABASE_POOL_TIMEOUT", "2")
+# A request's statements, lock waits and idle transactions are cut short (the
+# request answers 503 + Retry-After); the worker and beat keep the settings' longer
+# defaults (wallet_project/settings.py).
+os.environ.setdefault("DATABASE_STATEMENT_TIMEOUT", "5")
+os.environ.setdefault("DATABASE_LOCK_TIMEOUT", "3")
+os.environ.setdefault("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", "10")
 
 # Graceful reload: `kill -HUP <master>` starts new workers with the new code and
 # config (no preload, so the code is re-imported) and stops the old ones

@@ -125,6 +125,37 @@ DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"]["connect_timeout"] = env.int(
     "DATABASE_CONNECT_TIMEOUT", default=5
 )
+# Timeouts of every connection, in seconds (0 = none): a statement that runs too
+# long, a lock waited for too long, a transaction left idle (holding its row
+# locks) too long are cut by PostgreSQL. Sent as libpq startup options, so every
+# connection has them from its first statement: pooled ones, the group commit's
+# pipeline, the worker's. These defaults serve the Celery worker, beat and
+# management commands; gunicorn.conf.py gives the web process short ones, and the
+# fee run and reconcile raise the statement and lock timeouts for their session
+# (DATABASE_LONG_*, wallet_project.db.long_running_timeouts).
+_DATABASE_TIMEOUTS = {
+    "statement_timeout": env.float("DATABASE_STATEMENT_TIMEOUT", default=60),
+    "lock_timeout": env.float("DATABASE_LOCK_TIMEOUT", default=10),
+    "idle_in_transaction_session_timeout": env.float(
+        "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default=60
+    ),
+}
+DATABASE_LONG_TIMEOUTS = {
+    "statement_timeout": env.float("DATABASE_LONG_STATEMENT_TIMEOUT", default=1800),
+    "lock_timeout": env.float("DATABASE_LONG_LOCK_TIMEOUT", default=30),
+}
+DATABASES["default"]["OPTIONS"]["options"] = " ".join(
+    filter(
+        None,
+        [
+            DATABASES["default"]["OPTIONS"].get("options", ""),
+            *(
+                f"-c {name}={round(seconds * 1000)}"
+                for name, seconds in _DATABASE_TIMEOUTS.items()
+            ),
+        ],
+    )
+)
 if env.bool("DATABASE_POOL", default=False):
     DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN", default=2),

@@ -3,6 +3,7 @@ import sys
 from django.core.management.base import BaseCommand
 
 from transactions.selectors import ledger_reconcile
+from wallet_project.db import long_running_timeouts
 
 
 class Command(BaseCommand):
@@ -23,7 +24,8 @@ class Command(BaseCommand):
                 self.stderr.write(f"\rchecked {checked} wallets", ending="")
                 self.stderr.flush()
 
-        report = ledger_reconcile(batch_size=batch_size, progress=progress)
+        with long_running_timeouts():
+            report = ledger_reconcile(batch_size=batch_size, progress=progress)
         if not quiet:
             self.stderr.write("")
         problems = (
