@@ -30,6 +30,7 @@ def test_compose_runs_the_designed_services():
         "nginx",
         "web",
         "worker",
+        "email-worker",
         "beat",
         "db",
         "redis",
@@ -40,7 +41,9 @@ def test_compose_runs_the_designed_services():
     assert _command("web").startswith(
         "gunicorn wallet_project.wsgi -c gunicorn.conf.py"
     )
-    assert "celery -A wallet_project worker" in _command("worker")
+    assert "celery -A wallet_project worker -Q celery " in _command("worker")
+    # Emails on a worker of their own: a fee run never delays a sign-up code.
+    assert "celery -A wallet_project worker -Q email " in _command("email-worker")
     assert "celery -A wallet_project beat" in _command("beat")
     assert SERVICES["db"]["image"] == "postgres:16"
     assert SERVICES["redis"]["image"].startswith("redis:7")

@@ -10,10 +10,12 @@ Redis.
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from wallet_project import embedded
 from wallet_project.logging import logging_config
@@ -165,12 +167,28 @@ if env.bool("DATABASE_POOL", default=False):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and Celery ---------------------------------------------------------------
+# REDIS_URL names the Celery broker's database N; the cache takes N + 1 unless
+# CACHE_URL says otherwise: a cache.clear() (FLUSHDB) must never empty the queues.
 REDIS_URL = env.str("REDIS_URL", default="")
+
+
+def _next_redis_database(url: str) -> str:
+    parts = urlsplit(url)
+    number = int(parts.path.strip("/") or 0)
+    if number >= 15:
+        raise ImproperlyConfigured(
+            f"REDIS_URL uses database {number}: the cache takes the next one, so "
+            "use 0-14 or set CACHE_URL."
+        )
+    return urlunsplit(parts._replace(path=f"/{number + 1}"))
+
+
 if REDIS_URL:
+    CACHE_URL = env.str("CACHE_URL", default="") or _next_redis_database(REDIS_URL)
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
+            "LOCATION": CACHE_URL,
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="wallet"),
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
@@ -196,6 +214,19 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Every task is stopped after its time limit (seconds): soft raises in the task
+# (its DB transaction rolls back), hard kills the worker process. The fee run and
+# reconcile have their own, longer ones.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
+FEE_RUN_SOFT_TIME_LIMIT = env.int("FEE_RUN_SOFT_TIME_LIMIT", default=3 * 3600)
+FEE_RUN_TIME_LIMIT = env.int("FEE_RUN_TIME_LIMIT", default=3 * 3600 + 300)
+# Emails go to a queue of their own (the compose file runs a worker for it), so
+# a fee run never delays a sign-up code. A worker started without -Q consumes
+# both queues (make run, tests/stack.py).
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = [Queue("celery"), Queue("email")]
+CELERY_TASK_ROUTES = {"accounts.tasks.*": {"queue": "email"}}
 CELERY_TIMEZONE = "UTC"
 # Periodic tasks declared in code; django-celery-beat copies them into the
 # database on start, where operators edit them in the admin.
@@ -281,6 +312,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 # --- Email ------------------------------------------------------------------------------
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+# Seconds an SMTP connection may block (a stuck server would hold a worker
+# process until the task's time limit); the task retries.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env.str(
     "DEFAULT_FROM_EMAIL", default="Wallet <no-reply@wallet.local>"
 )
