@@ -159,6 +159,7 @@ def _base_env(database_url: str, redis_url: str = "") -> dict[str, str]:
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
         SECRET_KEY=secrets.token_urlsafe(50),
+        JWT_SIGNING_KEY=secrets.token_urlsafe(50),
         DEBUG="false",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         EMAIL_URL="consolemail://",

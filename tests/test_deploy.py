@@ -92,6 +92,10 @@ def test_compose_web_is_reached_only_through_nginx():
 def test_compose_secrets_have_no_defaults():
     environment = SERVICES["web"]["environment"]
     assert environment["SECRET_KEY"] == "${SECRET_KEY:?set SECRET_KEY in .env}"
+    assert (
+        environment["JWT_SIGNING_KEY"]
+        == "${JWT_SIGNING_KEY:?set JWT_SIGNING_KEY in .env}"
+    )
     assert environment["DEBUG"] == "false"
     assert ":?" in SERVICES["db"]["environment"]["POSTGRES_PASSWORD"]
 
@@ -192,6 +196,7 @@ def test_check_deploy_is_clean_for_production_settings():
         "DJANGO_SETTINGS_MODULE": "wallet_project.settings",
         "DEBUG": "false",
         "SECRET_KEY": secrets.token_urlsafe(50),
+        "JWT_SIGNING_KEY": secrets.token_urlsafe(50),
         "BEHIND_TLS_PROXY": "true",
         "ALLOWED_HOSTS": "wallet.example.com",
         "DATABASE_URL": os.environ.get("DATABASE_URL", ""),

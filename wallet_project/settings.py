@@ -32,6 +32,20 @@ SECRET_KEY = (
     if DEBUG
     else env.str("SECRET_KEY")
 )
+# Rotation: the new key in SECRET_KEY, the old one first in SECRET_KEY_FALLBACKS;
+# sessions, password-reset links and signed values made with the old key stay
+# valid until the fallback is removed (README: Rotating keys).
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+# JWTs are signed with a key of their own (rotating SECRET_KEY does not log
+# everyone out, and a leaked JWT key does not expose sessions); only DEBUG falls
+# back to SECRET_KEY. JWT_SIGNING_KEY_FALLBACKS: old keys that still verify
+# (accounts.jwt_keys), until the longest refresh token they signed has expired.
+JWT_SIGNING_KEY = (
+    env.str("JWT_SIGNING_KEY", default=SECRET_KEY)
+    if DEBUG
+    else env.str("JWT_SIGNING_KEY")
+)
+JWT_SIGNING_KEY_FALLBACKS = env.list("JWT_SIGNING_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -268,7 +282,7 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
-    "SIGNING_KEY": SECRET_KEY,
+    "SIGNING_KEY": JWT_SIGNING_KEY,
 }
 # Seconds each web process keeps an authenticated user's row instead of reading it
 # on every request (accounts/authentication.py); 0 = read it every time. A user
