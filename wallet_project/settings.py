@@ -332,6 +332,11 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env.str(
     "DEFAULT_FROM_EMAIL", default="Wallet <no-reply@wallet.local>"
 )
+# The operators: the nightly reconcile mails them when the ledger is not clean
+# (and Django mails them unhandled errors). Comma-separated addresses.
+ADMINS = [(address, address) for address in env.list("ADMINS", default=[])]
+SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+EMAIL_SUBJECT_PREFIX = "[Wallet] "
 
 # --- Money --------------------------------------------------------------------------------
 WALLET_CURRENCIES = env.list("WALLET_CURRENCIES", default=["KZT", "USD", "EUR"])
@@ -383,6 +388,18 @@ CELERY_BEAT_SCHEDULE["fees-charge-due"] = {
         minute=env.int("FEE_CHARGE_MINUTE", default=30),
     ),
 }
+
+# --- Reconcile: the nightly check of the ledger (transactions.tasks.ledger_reconcile) --
+CELERY_BEAT_SCHEDULE["transactions-reconcile-ledger"] = {
+    "task": "transactions.tasks.ledger_reconcile",
+    # Daily at RECONCILE_HOUR:RECONCILE_MINUTE UTC, away from the fee run.
+    "schedule": crontab(
+        hour=env.int("RECONCILE_HOUR", default=3),
+        minute=env.int("RECONCILE_MINUTE", default=0),
+    ),
+}
+RECONCILE_SOFT_TIME_LIMIT = env.int("RECONCILE_SOFT_TIME_LIMIT", default=3600)
+RECONCILE_TIME_LIMIT = env.int("RECONCILE_TIME_LIMIT", default=3600 + 300)
 
 # --- Top-ups (payment provider) ---------------------------------------------------------
 # A pending top-up older than this is expired by the beat task; the provider can no

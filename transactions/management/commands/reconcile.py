@@ -28,27 +28,10 @@ class Command(BaseCommand):
             report = ledger_reconcile(batch_size=batch_size, progress=progress)
         if not quiet:
             self.stderr.write("")
-        problems = (
-            report.balance_mismatches
-            + report.negative_balances
-            + report.unbalanced_transactions
-            + report.held_mismatches
-        )
-        for problem in problems:
+        for problem in report.problems:
             self.stdout.write(f"  {problem}")
         if report.clean:
-            self.stdout.write(
-                self.style.SUCCESS(
-                    f"Ledger clean: {report.wallets_checked} wallets, "
-                    "every transaction balanced."
-                )
-            )
+            self.stdout.write(self.style.SUCCESS(report.summary))
             return
-        summary = (
-            f"Ledger NOT clean: {len(report.balance_mismatches)} balance mismatches, "
-            f"{len(report.negative_balances)} negative balances, "
-            f"{len(report.unbalanced_transactions)} unbalanced transactions, "
-            f"{len(report.held_mismatches)} held mismatches."
-        )
-        self.stdout.write(self.style.ERROR(summary))
+        self.stdout.write(self.style.ERROR(report.summary))
         sys.exit(1)
