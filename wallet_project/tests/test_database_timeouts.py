@@ -119,7 +119,7 @@ class _LockHolder:
     def __init__(self, wallet: Wallet) -> None:
         self.conn = psycopg.connect(_test_database_url())
         self.conn.execute(
-            f"SELECT 1 FROM {Wallet._meta.db_table} WHERE id = %s FOR UPDATE",
+            "SELECT 1 FROM wallets_wallet WHERE id = %s FOR UPDATE",
             [wallet.pk],
         )
 
