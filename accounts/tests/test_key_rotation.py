@@ -110,9 +110,7 @@ def test_a_fallback_does_not_accept_a_token_of_an_unknown_key(db, user, rotated)
 
 
 def test_production_refuses_to_start_without_a_jwt_signing_key():
-    env = {
-        key: value for key, value in os.environ.items() if key != "JWT_SIGNING_KEY"
-    }
+    env = {key: value for key, value in os.environ.items() if key != "JWT_SIGNING_KEY"}
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
         cwd=settings.BASE_DIR,

@@ -13,7 +13,10 @@ from wallets.models import Wallet
 
 pytestmark = pytest.mark.django_db
 
-OPERATORS = [("ops@example.com", "ops@example.com"), ("cfo@example.com", "cfo@example.com")]
+OPERATORS = [
+    ("ops@example.com", "ops@example.com"),
+    ("cfo@example.com", "cfo@example.com"),
+]
 
 
 def test_the_reconcile_task_is_on_the_beat_schedule_nightly():
