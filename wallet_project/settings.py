@@ -484,6 +484,18 @@ LOGGING = logging_config(
 # The worker and beat log through LOGGING too (JSON), not Celery's own format.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# --- Sentry (optional): errors of web and worker, no personal data -------------------
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from wallet_project.sentry import sentry_init
+
+    sentry_init(
+        dsn=SENTRY_DSN,
+        environment=env.str("SENTRY_ENVIRONMENT", default="production"),
+        release=env.str("SENTRY_RELEASE", default="") or None,
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+    )
+
 # The schema and docs are public pages; the API itself requires a token.
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.AllowAny"]
 SPECTACULAR_SETTINGS["SERVE_AUTHENTICATION"] = []
