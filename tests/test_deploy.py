@@ -71,6 +71,10 @@ def test_compose_applies_migrations_in_one_service_before_the_others():
 def test_compose_volumes_for_database_static_and_media():
     assert {"pgdata", "static", "media"} <= set(COMPOSE["volumes"])
     assert "pgdata:/var/lib/postgresql/data" in SERVICES["db"]["volumes"]
+    # Point-in-time recovery: WAL segments archived to a volume of their own.
+    assert "walarchive:/wal-archive" in SERVICES["db"]["volumes"]
+    assert "-c archive_mode=on" in _command("db")
+    assert "cp %p /wal-archive/%f" in _command("db")
     nginx_volumes = SERVICES["nginx"]["volumes"]
     assert f"static:{COMPOSE_NGINX['static_root']}:ro" in nginx_volumes
     assert f"media:{COMPOSE_NGINX['media_root']}:ro" in nginx_volumes
