@@ -11,10 +11,11 @@ PORT ?= 8000
 
 # The test suite's services (override to point elsewhere).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/wallet
-TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/14
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	SECRET_KEY=test-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz \
-	DEBUG=false ALLOWED_HOSTS=testserver,localhost,127.0.0.1 EMAIL_URL=consolemail://
+	DEBUG=false ALLOWED_HOSTS=testserver,localhost,127.0.0.1 EMAIL_URL=consolemail:// \
+	JWT_SIGNING_KEY=test-only-jwt-signing-key-0123456789abcdefghijklmnopqrstuvwxyz
 
 .PHONY: install run serve test e2e hostile audit lint format typecheck messages clean bench
 

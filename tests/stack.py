@@ -34,10 +34,10 @@ API (everything else here is an implementation detail):
   `.messages` what arrived, `.wait_for(to=..., timeout=...)` waits for one.
 
 Each stack gets its own CACHE_KEY_PREFIX (throttle counters never leak between
-runs) and a fresh SECRET_KEY. Celery's queue is per Redis database: run one stack
-with Celery per Redis database at a time (or its worker may take another's tasks),
-and keep the root conftest's cache.clear() (a FLUSHDB) away from that database
-while it runs (tests/e2e/conftest.py overrides `_clean_cache`). Processes run in their own process groups, so a
+runs) and a fresh SECRET_KEY and JWT_SIGNING_KEY. Celery's queue is per Redis
+database: run one stack with Celery per Redis database at a time (or its worker may
+take another's tasks); the cache is the next database (settings: CACHE_URL), so the
+root conftest's cache.clear() (a FLUSHDB) no longer reaches the queue. Processes run in their own process groups, so a
 stop reaches Gunicorn's workers and Celery's pool children too.
 """
 
@@ -159,6 +159,7 @@ def _base_env(database_url: str, redis_url: str = "") -> dict[str, str]:
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
         SECRET_KEY=secrets.token_urlsafe(50),
+        JWT_SIGNING_KEY=secrets.token_urlsafe(50),
         DEBUG="false",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         EMAIL_URL="consolemail://",

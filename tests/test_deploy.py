@@ -30,6 +30,7 @@ def test_compose_runs_the_designed_services():
         "nginx",
         "web",
         "worker",
+        "email-worker",
         "beat",
         "db",
         "redis",
@@ -40,7 +41,9 @@ def test_compose_runs_the_designed_services():
     assert _command("web").startswith(
         "gunicorn wallet_project.wsgi -c gunicorn.conf.py"
     )
-    assert "celery -A wallet_project worker" in _command("worker")
+    assert "celery -A wallet_project worker -Q celery " in _command("worker")
+    # Emails on a worker of their own: a fee run never delays a sign-up code.
+    assert "celery -A wallet_project worker -Q email " in _command("email-worker")
     assert "celery -A wallet_project beat" in _command("beat")
     assert SERVICES["db"]["image"] == "postgres:16"
     assert SERVICES["redis"]["image"].startswith("redis:7")
@@ -68,6 +71,10 @@ def test_compose_applies_migrations_in_one_service_before_the_others():
 def test_compose_volumes_for_database_static_and_media():
     assert {"pgdata", "static", "media"} <= set(COMPOSE["volumes"])
     assert "pgdata:/var/lib/postgresql/data" in SERVICES["db"]["volumes"]
+    # Point-in-time recovery: WAL segments archived to a volume of their own.
+    assert "walarchive:/wal-archive" in SERVICES["db"]["volumes"]
+    assert "-c archive_mode=on" in _command("db")
+    assert "cp %p /wal-archive/%f" in _command("db")
     nginx_volumes = SERVICES["nginx"]["volumes"]
     assert f"static:{COMPOSE_NGINX['static_root']}:ro" in nginx_volumes
     assert f"media:{COMPOSE_NGINX['media_root']}:ro" in nginx_volumes
@@ -89,6 +96,10 @@ def test_compose_web_is_reached_only_through_nginx():
 def test_compose_secrets_have_no_defaults():
     environment = SERVICES["web"]["environment"]
     assert environment["SECRET_KEY"] == "${SECRET_KEY:?set SECRET_KEY in .env}"
+    assert (
+        environment["JWT_SIGNING_KEY"]
+        == "${JWT_SIGNING_KEY:?set JWT_SIGNING_KEY in .env}"
+    )
     assert environment["DEBUG"] == "false"
     assert ":?" in SERVICES["db"]["environment"]["POSTGRES_PASSWORD"]
 
@@ -189,6 +200,7 @@ def test_check_deploy_is_clean_for_production_settings():
         "DJANGO_SETTINGS_MODULE": "wallet_project.settings",
         "DEBUG": "false",
         "SECRET_KEY": secrets.token_urlsafe(50),
+        "JWT_SIGNING_KEY": secrets.token_urlsafe(50),
         "BEHIND_TLS_PROXY": "true",
         "ALLOWED_HOSTS": "wallet.example.com",
         "DATABASE_URL": os.environ.get("DATABASE_URL", ""),

@@ -10,11 +10,13 @@ Redis.
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import environ
 from celery.schedules import crontab
 from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from wallet_project import embedded
 from wallet_project.logging import logging_config
@@ -31,6 +33,20 @@ SECRET_KEY = (
     if DEBUG
     else env.str("SECRET_KEY")
 )
+# Rotation: the new key in SECRET_KEY, the old one first in SECRET_KEY_FALLBACKS;
+# sessions, password-reset links and signed values made with the old key stay
+# valid until the fallback is removed (README: Rotating keys).
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+# JWTs are signed with a key of their own (rotating SECRET_KEY does not log
+# everyone out, and a leaked JWT key does not expose sessions); only DEBUG falls
+# back to SECRET_KEY. JWT_SIGNING_KEY_FALLBACKS: old keys that still verify
+# (accounts.jwt_keys), until the longest refresh token they signed has expired.
+JWT_SIGNING_KEY = (
+    env.str("JWT_SIGNING_KEY", default=SECRET_KEY)
+    if DEBUG
+    else env.str("JWT_SIGNING_KEY")
+)
+JWT_SIGNING_KEY_FALLBACKS = env.list("JWT_SIGNING_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -135,6 +151,37 @@ DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"]["connect_timeout"] = env.int(
     "DATABASE_CONNECT_TIMEOUT", default=5
 )
+# Timeouts of every connection, in seconds (0 = none): a statement that runs too
+# long, a lock waited for too long, a transaction left idle (holding its row
+# locks) too long are cut by PostgreSQL. Sent as libpq startup options, so every
+# connection has them from its first statement: pooled ones, the group commit's
+# pipeline, the worker's. These defaults serve the Celery worker, beat and
+# management commands; gunicorn.conf.py gives the web process short ones, and the
+# fee run and reconcile raise the statement and lock timeouts for their session
+# (DATABASE_LONG_*, wallet_project.db.long_running_timeouts).
+_DATABASE_TIMEOUTS = {
+    "statement_timeout": env.float("DATABASE_STATEMENT_TIMEOUT", default=60),
+    "lock_timeout": env.float("DATABASE_LOCK_TIMEOUT", default=10),
+    "idle_in_transaction_session_timeout": env.float(
+        "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default=60
+    ),
+}
+DATABASE_LONG_TIMEOUTS = {
+    "statement_timeout": env.float("DATABASE_LONG_STATEMENT_TIMEOUT", default=1800),
+    "lock_timeout": env.float("DATABASE_LONG_LOCK_TIMEOUT", default=30),
+}
+DATABASES["default"]["OPTIONS"]["options"] = " ".join(
+    filter(
+        None,
+        [
+            DATABASES["default"]["OPTIONS"].get("options", ""),
+            *(
+                f"-c {name}={round(seconds * 1000)}"
+                for name, seconds in _DATABASE_TIMEOUTS.items()
+            ),
+        ],
+    )
+)
 if env.bool("DATABASE_POOL", default=False):
     DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN", default=2),
@@ -144,12 +191,28 @@ if env.bool("DATABASE_POOL", default=False):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and Celery ---------------------------------------------------------------
+# REDIS_URL names the Celery broker's database N; the cache takes N + 1 unless
+# CACHE_URL says otherwise: a cache.clear() (FLUSHDB) must never empty the queues.
 REDIS_URL = env.str("REDIS_URL", default="")
+
+
+def _next_redis_database(url: str) -> str:
+    parts = urlsplit(url)
+    number = int(parts.path.strip("/") or 0)
+    if number >= 15:
+        raise ImproperlyConfigured(
+            f"REDIS_URL uses database {number}: the cache takes the next one, so "
+            "use 0-14 or set CACHE_URL."
+        )
+    return urlunsplit(parts._replace(path=f"/{number + 1}"))
+
+
 if REDIS_URL:
+    CACHE_URL = env.str("CACHE_URL", default="") or _next_redis_database(REDIS_URL)
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
+            "LOCATION": CACHE_URL,
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="wallet"),
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
@@ -175,6 +238,19 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Every task is stopped after its time limit (seconds): soft raises in the task
+# (its DB transaction rolls back), hard kills the worker process. The fee run and
+# reconcile have their own, longer ones.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
+FEE_RUN_SOFT_TIME_LIMIT = env.int("FEE_RUN_SOFT_TIME_LIMIT", default=3 * 3600)
+FEE_RUN_TIME_LIMIT = env.int("FEE_RUN_TIME_LIMIT", default=3 * 3600 + 300)
+# Emails go to a queue of their own (the compose file runs a worker for it), so
+# a fee run never delays a sign-up code. A worker started without -Q consumes
+# both queues (make run, tests/stack.py).
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = [Queue("celery"), Queue("email")]
+CELERY_TASK_ROUTES = {"accounts.tasks.*": {"queue": "email"}}
 CELERY_TIMEZONE = "UTC"
 # Periodic tasks declared in code; django-celery-beat copies them into the
 # database on start, where operators edit them in the admin.
@@ -224,7 +300,7 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
-    "SIGNING_KEY": SECRET_KEY,
+    "SIGNING_KEY": JWT_SIGNING_KEY,
 }
 # Seconds each web process keeps an authenticated user's row instead of reading it
 # on every request (accounts/authentication.py); 0 = read it every time. A user
@@ -268,9 +344,17 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 # --- Email ------------------------------------------------------------------------------
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+# Seconds an SMTP connection may block (a stuck server would hold a worker
+# process until the task's time limit); the task retries.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env.str(
     "DEFAULT_FROM_EMAIL", default="Wallet <no-reply@wallet.local>"
 )
+# The operators: the nightly reconcile mails them when the ledger is not clean
+# (and Django mails them unhandled errors). Comma-separated addresses.
+ADMINS = [(address, address) for address in env.list("ADMINS", default=[])]
+SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+EMAIL_SUBJECT_PREFIX = "[Wallet] "
 
 # --- Money --------------------------------------------------------------------------------
 WALLET_CURRENCIES = env.list("WALLET_CURRENCIES", default=["KZT", "USD", "EUR"])
@@ -322,6 +406,18 @@ CELERY_BEAT_SCHEDULE["fees-charge-due"] = {
         minute=env.int("FEE_CHARGE_MINUTE", default=30),
     ),
 }
+
+# --- Reconcile: the nightly check of the ledger (transactions.tasks.ledger_reconcile) --
+CELERY_BEAT_SCHEDULE["transactions-reconcile-ledger"] = {
+    "task": "transactions.tasks.ledger_reconcile",
+    # Daily at RECONCILE_HOUR:RECONCILE_MINUTE UTC, away from the fee run.
+    "schedule": crontab(
+        hour=env.int("RECONCILE_HOUR", default=3),
+        minute=env.int("RECONCILE_MINUTE", default=0),
+    ),
+}
+RECONCILE_SOFT_TIME_LIMIT = env.int("RECONCILE_SOFT_TIME_LIMIT", default=3600)
+RECONCILE_TIME_LIMIT = env.int("RECONCILE_TIME_LIMIT", default=3600 + 300)
 
 # --- Top-ups (payment provider) ---------------------------------------------------------
 # A pending top-up older than this is expired by the beat task; the provider can no
@@ -439,6 +535,18 @@ LOGGING = logging_config(
 )
 # The worker and beat log through LOGGING too (JSON), not Celery's own format.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Sentry (optional): errors of web and worker, no personal data -------------------
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from wallet_project.sentry import sentry_init
+
+    sentry_init(
+        dsn=SENTRY_DSN,
+        environment=env.str("SENTRY_ENVIRONMENT", default="production"),
+        release=env.str("SENTRY_RELEASE", default="") or None,
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+    )
 
 # The schema and docs are public pages; the API itself requires a token.
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.AllowAny"]
