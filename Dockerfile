@@ -26,10 +26,11 @@ RUN pip install -r requirements.txt
 COPY . .
 
 # Static files are collected into the image (Compose's `migrate` service copies
-# them into the volume Nginx serves). The key and the database URL only satisfy
+# them into the volume Nginx serves). The key, the database and mail URLs only satisfy
 # settings at build time (collectstatic connects to no database).
 RUN DEBUG=false SECRET_KEY=collectstatic-at-build-time-only \
         DATABASE_URL=postgres://collectstatic-at-build-time-only/none \
+        EMAIL_URL=consolemail:// \
         python manage.py collectstatic --noinput \
     && mkdir -p /app/media /app/var \
     && chown -R wallet:wallet /app/staticfiles /app/media /app/var

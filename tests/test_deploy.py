@@ -45,10 +45,50 @@ def test_compose_runs_the_designed_services():
     assert SERVICES["db"]["image"] == "postgres:16"
     assert SERVICES["redis"]["image"].startswith("redis:7")
     assert SERVICES["mailpit"]["image"].startswith("axllent/mailpit")
-    assert (
-        SERVICES["web"]["environment"]["EMAIL_URL"]
-        == "${EMAIL_URL:-smtp://mailpit:1025}"
+
+
+def test_compose_keeps_development_mail_out_of_production():
+    """Mailpit (no login) runs only with `--profile dev`, on loopback, at a pinned
+    version; the app's EMAIL_URL has no default to fall back on."""
+    mailpit = SERVICES["mailpit"]
+    assert mailpit["profiles"] == ["dev"]
+    assert re.fullmatch(r"axllent/mailpit:v\d+\.\d+\.\d+", mailpit["image"])
+    assert mailpit["ports"] == ["127.0.0.1:${MAILPIT_UI_PORT:-8025}:8025"]
+    email_url = SERVICES["web"]["environment"]["EMAIL_URL"]
+    assert email_url.startswith("${EMAIL_URL:?"), email_url
+    for name, service in SERVICES.items():
+        assert "mailpit" not in service.get("depends_on", {}), name
+
+
+def test_production_without_email_url_refuses_to_start():
+    env = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SETTINGS_MODULE": "wallet_project.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
+    assert result.returncode != 0
+    assert "Set the EMAIL_URL environment variable" in result.stderr
+    with_it = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=REPO,
+        env={**env, "EMAIL_URL": "smtp://mail.example.com:587"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert with_it.returncode == 0, with_it.stderr
 
 
 def test_compose_applies_migrations_in_one_service_before_the_others():
@@ -191,6 +231,7 @@ def test_check_deploy_is_clean_for_production_settings():
         "SECRET_KEY": secrets.token_urlsafe(50),
         "BEHIND_TLS_PROXY": "true",
         "ALLOWED_HOSTS": "wallet.example.com",
+        "EMAIL_URL": "smtp://mail.example.com:587/?tls=True",
         "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
         "REDIS_URL": os.environ.get("REDIS_URL", ""),
     }
