@@ -10,10 +10,18 @@ import secrets
 import subprocess
 import sys
 
+import pytest
 import yaml
 from django.conf import settings
 
-from tests.stack import COMPOSE_NGINX, NGINX_BINARY, REPO, render_nginx_conf
+from tests.stack import (
+    COMPOSE_NGINX,
+    NGINX_BINARY,
+    REAL_IP_SCRIPT,
+    REPO,
+    render_nginx_conf,
+    write_real_ip_conf,
+)
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -113,6 +121,10 @@ def test_compose_volumes_for_database_static_and_media():
     assert f"media:{COMPOSE_NGINX['media_root']}:ro" in nginx_volumes
     assert "./nginx/nginx.conf:/etc/nginx/nginx.conf:ro" in nginx_volumes
     assert f"./nginx/proxy.conf:{COMPOSE_NGINX['proxy_params']}:ro" in nginx_volumes
+    assert (
+        "./nginx/real-ip.sh:/docker-entrypoint.d/40-wallet-real-ip.sh:ro"
+        in nginx_volumes
+    )
     assert "media:/app/media" in SERVICES["web"]["volumes"]
     assert "static:/app/staticfiles" in SERVICES["migrate"]["volumes"]
 
@@ -159,16 +171,45 @@ def test_nginx_conf_is_the_rendered_template():
     )
 
 
+def test_compose_nginx_trusts_the_proxies_it_is_told_of():
+    nginx = SERVICES["nginx"]
+    assert nginx["environment"]["TRUSTED_PROXIES"] == "${TRUSTED_PROXIES:-}"
+    # The image runs /docker-entrypoint.d/*.sh only when they are executable.
+    assert os.access(REAL_IP_SCRIPT, os.X_OK)
+
+
+def test_real_ip_script_writes_one_trusted_range_per_line_and_refuses_junk(tmp_path):
+    out = tmp_path / "real_ip.conf"
+    write_real_ip_conf(out, "10.0.0.0/8, 192.168.1.7 fd00::/8")
+    lines = [line for line in out.read_text().splitlines() if line[:1] != "#"]
+    assert lines == [
+        "set_real_ip_from 10.0.0.0/8;",
+        "set_real_ip_from 192.168.1.7;",
+        "set_real_ip_from fd00::/8;",
+        "real_ip_header X-Forwarded-For;",
+        "real_ip_recursive on;",
+    ]
+    write_real_ip_conf(out, "")
+    assert "set_real_ip_from" not in out.read_text()
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        write_real_ip_conf(out, "10.0.0.0/8;include /etc/passwd")
+    assert b"not an address or range" in refused.value.stderr
+    assert "passwd" not in out.read_text()
+
+
 def test_nginx_accepts_the_rendered_config(tmp_path):
+    """Compose's config as it is (web:8000 resolved at request time, Docker's
+    resolver), with only the paths and the user of this machine."""
     tmp_path.chmod(0o755)
     conf = tmp_path / "nginx.conf"
+    write_real_ip_conf(tmp_path / "real_ip.conf", "172.16.0.0/12")
     conf.write_text(
         render_nginx_conf(
             **{
                 **COMPOSE_NGINX,
                 "user": f"{getpass.getuser()} {grp.getgrgid(os.getgid()).gr_name}",
                 "listen": "127.0.0.1:8080",
-                "upstream": "127.0.0.1:8000",
+                "real_ip_conf": str(tmp_path / "real_ip.conf"),
                 "temp_dir": str(tmp_path),
                 "pid_file": str(tmp_path / "nginx.pid"),
                 "error_log": str(tmp_path / "error.log"),
@@ -190,6 +231,12 @@ def test_nginx_accepts_the_rendered_config(tmp_path):
     text = conf.read_text()
     assert "limit_req_status 429;" in text
     assert re.search(r"location /api/v1/auth/ \{\s+limit_req zone=wallet_auth", text)
+    assert "resolver 127.0.0.11 valid=10s" in text
+    assert "set $wallet_upstream web:8000;" in text
+    assert (
+        "proxy_pass http://$wallet_upstream;"
+        in (REPO / "nginx" / "proxy.conf").read_text()
+    )
 
 
 def _variables_read_by_the_code() -> set[str]:
