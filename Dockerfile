@@ -1,6 +1,6 @@
 # Wallet: one image for every Python process (web, worker, beat, migrate); see
 # docker-compose.yml for how they are started.
-FROM python:3.11-slim
+FROM python:3.11.15-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -4,12 +4,15 @@ against its template, and by `nginx -t`."""
 
 import getpass
 import grp
+import importlib.resources
+import json
 import os
 import re
 import secrets
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 import yaml
 from django.conf import settings
@@ -44,14 +47,16 @@ def test_compose_runs_the_designed_services():
         "mailpit",
         "migrate",
     }
-    assert SERVICES["nginx"]["ports"] == ["${WALLET_HTTP_PORT:-8080}:8080"]
+    assert SERVICES["nginx"]["ports"] == [
+        "${WALLET_HTTP_BIND:-127.0.0.1}:${WALLET_HTTP_PORT:-8080}:8080"
+    ]
     assert _command("web").startswith(
         "gunicorn wallet_project.wsgi -c gunicorn.conf.py"
     )
     assert "celery -A wallet_project worker" in _command("worker")
     assert "celery -A wallet_project beat" in _command("beat")
-    assert SERVICES["db"]["image"] == "postgres:16"
-    assert SERVICES["redis"]["image"].startswith("redis:7")
+    assert SERVICES["db"]["image"].startswith("postgres:16.")
+    assert SERVICES["redis"]["image"].startswith("redis:7.")
     assert SERVICES["mailpit"]["image"].startswith("axllent/mailpit")
 
 
@@ -97,6 +102,66 @@ def test_production_without_email_url_refuses_to_start():
         timeout=120,
     )
     assert with_it.returncode == 0, with_it.stderr
+
+
+def test_compose_file_is_valid_against_the_compose_spec_schema():
+    """The compose-spec JSON schema (as check-jsonschema vendors it, offline):
+    a misspelt key or a wrong type fails here instead of at `docker compose up`."""
+    schema = json.loads(
+        (
+            importlib.resources.files("check_jsonschema")
+            / "builtin_schemas/vendor/compose-spec.json"
+        ).read_text()
+    )
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator = validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(COMPOSE)]
+    assert errors == []
+    # The check can fail: the same file with one misspelt key does.
+    web = {**SERVICES["web"], "stop_grace_perod": "45s"}
+    misspelt = {**COMPOSE, "services": {**SERVICES, "web": web}}
+    assert not validator.is_valid(misspelt)
+
+
+def test_compose_images_are_pinned_to_a_patch_release():
+    images = {name: s["image"] for name, s in SERVICES.items() if "build" not in s}
+    assert images.keys() == {"nginx", "db", "redis", "mailpit"}
+    for name, image in images.items():
+        # PostgreSQL numbers its releases MAJOR.MINOR (16.14 is a patch release).
+        release = r"\d+\.\d+" if name == "db" else r"v?\d+\.\d+\.\d+"
+        assert re.search(rf":{release}(-[a-z0-9.]+)?$", image), (name, image)
+    nginx_minor = int(re.search(r"nginx:1\.(\d+)\.", images["nginx"]).group(1))
+    assert nginx_minor % 2 == 0, "Nginx's stable branches have even minor numbers"
+
+
+def _seconds(duration: str) -> int:
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert match and duration, duration
+    return int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
+
+
+def test_compose_stops_web_and_worker_after_their_graceful_shutdown():
+    """Docker's default 10 s before SIGKILL would cut Gunicorn's graceful
+    timeout (and a Celery warm shutdown) short."""
+    gunicorn = (REPO / "gunicorn.conf.py").read_text()
+    graceful = int(
+        re.search(r'"GUNICORN_GRACEFUL_TIMEOUT", "(\d+)"', gunicorn).group(1)
+    )
+    for name in ("web", "worker"):
+        assert _seconds(SERVICES[name]["stop_grace_period"]) > graceful, name
+
+
+def test_compose_database_healthcheck_asks_over_tcp():
+    """pg_isready on the unix socket passes against the image's init-time server."""
+    test = SERVICES["db"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    assert re.search(r"\bpg_isready -h 127\.0\.0\.1\b", test[1]), test
+
+
+def test_compose_publishes_only_on_loopback_by_default():
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            assert re.match(r"(\$\{[A-Z_]+:-)?127\.0\.0\.1\b", port), (name, port)
 
 
 def test_compose_applies_migrations_in_one_service_before_the_others():
@@ -153,7 +218,7 @@ def test_dockerfile_is_slim_non_root_with_static_and_healthcheck():
         if line and not line.startswith("#") and not line.startswith(" ")
     ]
     names = [name for name, _ in instructions]
-    assert instructions[0] == ["FROM", "python:3.11-slim"]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", instructions[0][1])
     user = [args for name, args in instructions if name == "USER"]
     assert user == ["wallet"]
     assert names.index("USER") < names.index("CMD")
