@@ -17,10 +17,12 @@ RUN groupadd --system --gid 10001 wallet \
 
 WORKDIR /app
 
-# Dependencies first: this layer is rebuilt only when requirements.txt changes.
-# (psycopg[binary], gevent and Pillow ship manylinux wheels: no compiler needed.)
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+# Dependencies first: this layer is rebuilt only when the lock changes. Every
+# package, transitive ones included, is pinned with its hashes (requirements.lock,
+# `make lock`): pip refuses anything else. (psycopg[binary], gevent and Pillow ship
+# manylinux wheels: no compiler needed.)
+COPY requirements.lock .
+RUN pip install --require-hashes -r requirements.lock
 
 # The code belongs to root: the app user can read it, not change it.
 COPY . .

@@ -358,3 +358,142 @@ def test_check_deploy_is_clean_for_production_settings():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+# --- Supply chain: hashed locks, what goes into the image ------------------------------
+
+
+def _pins(path) -> dict[str, str]:
+    """{normalized name: version} of the `name==version` lines of a requirements file
+    (extras and comments dropped; -r lines skipped)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if match := re.match(r"([A-Za-z0-9._-]+)(?:\[[^\]]*\])?==([^\s;\\]+)", line):
+            pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(2)
+    return pins
+
+
+def _locked(path) -> dict[str, list[str]]:
+    """{normalized name==version: its hashes} of a pip-compile --generate-hashes lock."""
+    entries: dict[str, list[str]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        if line.startswith((" ", "\t")):
+            if current and (found := re.search(r"--hash=(sha256:[0-9a-f]{64})", line)):
+                entries[current].append(found.group(1))
+        elif line and not line.startswith("#"):
+            name, version = line.split(" ", 1)[0].split("==")
+            current = f"{re.sub(r'[-_.]+', '-', name).lower()}=={version}"
+            entries[current] = []
+    return entries
+
+
+RUNTIME_LOCK = REPO / "requirements.lock"
+DEV_LOCK = REPO / "requirements-dev.lock"
+
+
+def test_the_locks_pin_every_package_with_hashes():
+    for lock in (RUNTIME_LOCK, DEV_LOCK):
+        entries = _locked(lock)
+        assert len(entries) > 40, lock
+        unhashed = [name for name, hashes in entries.items() if not hashes]
+        assert unhashed == [], lock
+
+
+def test_the_locks_agree_with_the_requirements_they_were_compiled_from():
+    """An edit of requirements*.txt without `make lock` fails here."""
+    runtime = set(_locked(RUNTIME_LOCK))
+    dev = set(_locked(DEV_LOCK))
+    for name, version in _pins(REPO / "requirements.txt").items():
+        assert f"{name}=={version}" in runtime, name
+    for name, version in _pins(REPO / "requirements-dev.txt").items():
+        assert f"{name}=={version}" in dev, name
+    # The dev lock is compiled against the runtime lock: the same versions.
+    assert runtime <= dev
+    # honcho only runs `make run` (Procfile); production runs separate services.
+    assert not any(entry.startswith("honcho==") for entry in runtime)
+    assert any(entry.startswith("honcho==") for entry in dev)
+
+
+def test_the_image_and_make_install_install_the_locks_with_hashes_required():
+    dockerfile = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    assert "COPY requirements.lock ." in dockerfile
+    installs = re.findall(r"^RUN .*pip install.*$", dockerfile, re.M)
+    assert installs, dockerfile
+    for install in installs:
+        assert "--require-hashes -r requirements.lock" in install
+    makefile = (REPO / "Makefile").read_text()
+    # Into the project's venv: the dev lock, hashes required, nothing else.
+    venv_installs = re.findall(r"\$\(BIN\)/pip install .*", makefile)
+    assert venv_installs, makefile
+    for install in venv_installs:
+        assert "--require-hashes -r requirements-dev.lock" in install, install
+
+
+def _dockerignore_excludes(path: str) -> bool:
+    """Whether Docker leaves `path` (relative, slash-separated) out of the build
+    context: the last .dockerignore pattern matching it or a parent wins."""
+    rules = []
+    for raw in (REPO / ".dockerignore").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        regex = ""
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                regex, i = regex + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                regex, i = regex + ".*", i + 2
+            elif pattern[i] == "*":
+                regex, i = regex + "[^/]*", i + 1
+            elif pattern[i] == "?":
+                regex, i = regex + "[^/]", i + 1
+            else:
+                regex, i = regex + re.escape(pattern[i]), i + 1
+        rules.append((re.compile(regex + r"\Z"), not negate))
+    parts = path.split("/")
+    for depth in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:depth])
+        excluded = False
+        for regex, excludes in rules:
+            if regex.match(prefix):
+                excluded = excludes
+        if excluded:
+            return True
+    return False
+
+
+def test_dockerignore_keeps_tests_bench_ci_docs_and_local_data_out_of_the_image():
+    for path in (
+        "tests/stack.py",
+        "accounts/tests/test_api.py",
+        "conftest.py",
+        "bench/run.py",
+        "fees/bench/seed_due_wallets.sql",
+        ".ci/run",
+        "docs/runbook.md",
+        "README.md",
+        "var/postgres/PG_VERSION",
+        ".venv/bin/python",
+        ".env",
+        ".git/HEAD",
+        "requirements-dev.lock",
+        "accounts/__pycache__/models.cpython-311.pyc",
+    ):
+        assert _dockerignore_excludes(path), path
+    for path in (
+        "manage.py",
+        "gunicorn.conf.py",
+        "requirements.lock",
+        "wallet_project/settings.py",
+        "accounts/migrations/0001_initial.py",
+        "static/wallet/admin.css",
+        "templates/drf_spectacular/redoc.html",
+        "locale/ru/LC_MESSAGES/django.mo",
+        ".env.example",
+    ):
+        assert not _dockerignore_excludes(path), path
