@@ -2,6 +2,7 @@
 docker-compose.yml and the Dockerfile are checked as data; nginx.conf is checked
 against its template, and by `nginx -t`."""
 
+import ast
 import getpass
 import grp
 import importlib.resources
@@ -25,6 +26,7 @@ from tests.stack import (
     render_nginx_conf,
     write_real_ip_conf,
 )
+from wallet_project import embedded
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -497,3 +499,85 @@ def test_dockerignore_keeps_tests_bench_ci_docs_and_local_data_out_of_the_image(
         ".env.example",
     ):
         assert not _dockerignore_excludes(path), path
+
+
+# --- .env.example shows the real defaults ----------------------------------------------
+
+
+def _constant(node: ast.expr):
+    """The value of a default written as a constant expression (24 * 3600, a list
+    of strings, -1); anything else (a call, a name) raises ValueError."""
+    allowed = (ast.Constant, ast.BinOp, ast.UnaryOp, ast.List, ast.Tuple)
+    allowed += (ast.operator, ast.unaryop, ast.Load)
+    if not all(isinstance(child, allowed) for child in ast.walk(node)):
+        raise ValueError(ast.dump(node))
+    code = compile(ast.Expression(node), "<default>", "eval")
+    return eval(code, {"__builtins__": {}})  # noqa: S307 - constants only, checked above
+
+
+def _defaults_in_code() -> dict[str, object]:
+    """{variable: default} for every variable read with a constant default:
+    env.<type>("NAME", default=...) in settings.py, os.environ.get("NAME", "...")
+    in gunicorn.conf.py (its setdefault()s are the web process's overrides)."""
+    defaults: dict[str, object] = {}
+    for path in (REPO / "gunicorn.conf.py", REPO / "wallet_project" / "settings.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and node.args):
+                continue
+            name = node.args[0]
+            if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
+                continue
+            func = ast.unparse(node.func)
+            try:
+                if func.startswith("env.") or func == "env":
+                    keyword = next(k for k in node.keywords if k.arg == "default")
+                    defaults[name.value] = _constant(keyword.value)
+                elif func == "os.environ.get" and len(node.args) == 2:
+                    defaults[name.value] = _constant(node.args[1])
+            except (StopIteration, ValueError):
+                continue
+    return defaults
+
+
+def _as_env(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _same(example: str, default: object) -> bool:
+    if isinstance(default, int | float) and not isinstance(default, bool):
+        try:
+            return float(example) == float(default)
+        except ValueError:
+            return False
+    return example == _as_env(default)
+
+
+def test_env_example_shows_the_defaults_the_code_has():
+    """A commented-out `# NAME=value` line in .env.example is the default: where the
+    code's default is a constant, the two agree."""
+    defaults = _defaults_in_code()
+    assert defaults["FX_SPREAD_BPS"] == 50  # the scan itself works
+    # Empty means "the embedded server's usual directory".
+    assert embedded.resolve_data_dir(defaults["EMBEDDED_POSTGRES_DIR"]) == (
+        REPO / "var" / "postgres"
+    )
+    defaults["EMBEDDED_POSTGRES_DIR"] = "var/postgres"
+    assert defaults["GUNICORN_GRACEFUL_TIMEOUT"] == "30"
+    assert defaults["RATE_MAX_AGE_SECONDS"] == 86400
+    example = (REPO / ".env.example").read_text()
+    # The value ends at two spaces (a remark may follow).
+    shown = dict(re.findall(r"^# ([A-Z][A-Z0-9_]*)=(.*?)(?:  .*)?$", example, re.M))
+    assert len(shown) > 50
+    wrong = {
+        name: (value, _as_env(defaults[name]))
+        for name, value in shown.items()
+        if name in defaults and not _same(value, defaults[name])
+    }
+    assert wrong == {}, "name: (.env.example, the code's default)"
+    # Required ones are not commented out: nothing to fall back on.
+    for name in ("SECRET_KEY", "EMAIL_URL", "POSTGRES_PASSWORD"):
+        assert re.search(rf"^{name}=$", example, re.M), name
