@@ -343,6 +343,14 @@ MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 # --- Email ------------------------------------------------------------------------------
+# Production names its mail server: a forgotten EMAIL_URL must not quietly print
+# every sign-up and reset code to a log (or hand it to a development catcher).
+if not DEBUG and not env.str("EMAIL_URL", default=""):
+    raise ImproperlyConfigured(
+        "Set the EMAIL_URL environment variable (smtp://user:password@host:587/"
+        "?tls=True, or consolemail:// to print emails on purpose); only DEBUG=true "
+        "defaults to printing them."
+    )
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 # Seconds an SMTP connection may block (a stuck server would hold a worker
 # process until the task's time limit); the task retries.
