@@ -1,6 +1,6 @@
 # Wallet: one image for every Python process (web, worker, beat, migrate); see
 # docker-compose.yml for how they are started.
-FROM python:3.11-slim
+FROM python:3.11.15-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -24,19 +24,22 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && test -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf
 
-# Dependencies first: this layer is rebuilt only when requirements.txt changes.
-# (psycopg[binary], gevent and Pillow ship manylinux wheels: no compiler needed.)
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+# Dependencies first: this layer is rebuilt only when the lock changes. Every
+# package, transitive ones included, is pinned with its hashes (requirements.lock,
+# `make lock`): pip refuses anything else. (psycopg[binary], gevent and Pillow ship
+# manylinux wheels: no compiler needed.)
+COPY requirements.lock .
+RUN pip install --require-hashes -r requirements.lock
 
 # The code belongs to root: the app user can read it, not change it.
 COPY . .
 
 # Static files are collected into the image (Compose's `migrate` service copies
-# them into the volume Nginx serves). The key and the database URL only satisfy
+# them into the volume Nginx serves). The key, the database and mail URLs only satisfy
 # settings at build time (collectstatic connects to no database).
 RUN DEBUG=false SECRET_KEY=collectstatic-at-build-time-only \
         DATABASE_URL=postgres://collectstatic-at-build-time-only/none \
+        EMAIL_URL=consolemail:// \
         python manage.py collectstatic --noinput \
     && mkdir -p /app/media /app/var \
     && chown -R wallet:wallet /app/staticfiles /app/media /app/var

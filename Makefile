@@ -11,20 +11,33 @@ PORT ?= 8000
 
 # The test suite's services (override to point elsewhere).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/wallet
-TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/14
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	SECRET_KEY=test-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz \
-	DEBUG=false ALLOWED_HOSTS=testserver,localhost,127.0.0.1 EMAIL_URL=consolemail://
+	DEBUG=false ALLOWED_HOSTS=testserver,localhost,127.0.0.1 EMAIL_URL=consolemail:// \
+	JWT_SIGNING_KEY=test-only-jwt-signing-key-0123456789abcdefghijklmnopqrstuvwxyz
 
-.PHONY: install run serve test e2e hostile audit lint format typecheck messages clean bench
+.PHONY: install lock run serve test e2e hostile audit lint format typecheck messages clean bench
 
+# Installs the dev lock (runtime + test/dev tools, every package pinned with its
+# hashes; pip refuses anything else). The Dockerfile installs requirements.lock.
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements-dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	touch $@
+
+# Regenerate the locks after editing requirements.txt or requirements-dev.txt, with
+# pip-tools in a venv of its own (var/lock-venv): the dev lock is constrained to the
+# runtime lock, so both install the same versions of what they share.
+PIP_COMPILE := var/lock-venv/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
+	--strip-extras --no-emit-index-url --no-emit-find-links
+lock:
+	test -x var/lock-venv/bin/pip-compile || { $(PYTHON) -m venv var/lock-venv && \
+		var/lock-venv/bin/pip install -q pip-tools==7.6.2; }
+	$(PIP_COMPILE) -o requirements.lock requirements.txt
+	$(PIP_COMPILE) -c requirements.lock -o requirements-dev.lock requirements-dev.txt
 
 # wallet_project/embedded.py starts PostgreSQL (initdb on the first run only), runs
 # `make serve` against it and stops the server when that ends (Ctrl-C included).
@@ -64,10 +77,10 @@ e2e: install
 hostile: install
 	@$(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider -m hostile tests/hostile $(PYTEST_ARGS)
 
-# Known vulnerabilities in the pinned runtime requirements (needs the PyPI/OSV
+# Known vulnerabilities in the locked runtime requirements (needs the PyPI/OSV
 # vulnerability API; --strict fails when a package could not be checked).
 audit: install
-	$(BIN)/pip-audit --strict --progress-spinner off -r requirements.txt
+	$(BIN)/pip-audit --strict --progress-spinner off --require-hashes -r requirements.lock
 
 # lint-imports holds the layers (accounts -> wallets -> transactions -> fees -> API
 # modules) and forbids import cycles: the contracts are in pyproject.toml.

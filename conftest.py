@@ -78,14 +78,24 @@ def _system_wallets(request):
         system_wallets_ensure(currencies=settings.WALLET_CURRENCIES)
 
 
-@pytest.fixture(autouse=True)
-def _clean_cache():
-    """Throttle counters and other cache entries never leak between tests."""
+def _clean_cache_and_queues() -> None:
     from django.core.cache import cache
 
+    from wallet_project.celery import app as celery_app
+
     cache.clear()
+    # Tasks the code under test queued (no worker runs here): the cache has a
+    # Redis database of its own, so its FLUSHDB no longer empties the queues.
+    celery_app.control.purge()
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    """Throttle counters, other cache entries and queued tasks never leak between
+    tests."""
+    _clean_cache_and_queues()
     yield
-    cache.clear()
+    _clean_cache_and_queues()
 
 
 @pytest.fixture

@@ -22,9 +22,21 @@ WEB_CONCURRENCY x DATABASE_POOL_MAX + Celery concurrency + beat + a few for
 migrations and shells <= PostgreSQL's max_connections.
 """
 
+import importlib.util
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 from gunicorn.glogging import Logger
+
+# wallet_project/capacity.py by its path: importing the package would import the
+# project (Celery) in the master. That file is the standard library only.
+_spec = importlib.util.spec_from_file_location(
+    "wallet_capacity", Path(__file__).resolve().parent / "wallet_project/capacity.py"
+)
+capacity = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(capacity)
 
 # --- Server socket ---------------------------------------------------------------------
 bind = os.environ.get("GUNICORN_BIND") or (
@@ -36,7 +48,9 @@ backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
 worker_class = "gevent"
 # gevent serves many requests per worker concurrently; one worker per core uses
 # the CPUs, more only adds database connections (each worker has its own pool).
-workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
+# Cores: those of the container's cgroup CPU limit (cpu.max, or the v1 CFS
+# quota), not the host's (os.cpu_count() on a 16-core host would be 16 pools).
+workers = int(os.environ.get("WEB_CONCURRENCY") or capacity.default_web_workers())
 # Concurrent requests (greenlets) per worker.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 # Worker recycling is off by default: a gevent worker that restarts stops serving
@@ -131,11 +145,46 @@ os.environ.setdefault("DATABASE_POOL", "true")
 # with 503 + Retry-After; at 10 s clients time out first (measured by make bench:
 # 256 connections on one wallet gave socket errors at 10 s, none at 2 s).
 os.environ.setdefault("DATABASE_POOL_TIMEOUT", "2")
+# A request's statements, lock waits and idle transactions are cut short (the
+# request answers 503 + Retry-After); the worker and beat keep the settings' longer
+# defaults (wallet_project/settings.py).
+os.environ.setdefault("DATABASE_STATEMENT_TIMEOUT", "5")
+os.environ.setdefault("DATABASE_LOCK_TIMEOUT", "3")
+os.environ.setdefault("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", "10")
 
 # Graceful reload: `kill -HUP <master>` starts new workers with the new code and
 # config (no preload, so the code is re-imported) and stops the old ones
 # gracefully; `kill -USR2` + `kill -WINCH`/`-TERM` of the old master upgrades the
 # Gunicorn binary itself without dropping the listening socket.
+
+
+def on_starting(server):
+    """Refuse to start when the deployment's connections (WEB_CONCURRENCY x
+    DATABASE_POOL_MAX + the Celery workers + beat + a reserve) pass the server's
+    max_connections: past it, requests fail at random under load instead. Asked
+    in a child process (Django and psycopg stay out of the master); a database
+    that cannot be asked now is only a warning, as at worker start."""
+    if os.environ.get("DATABASE_CONNECTION_BUDGET_CHECK", "true") == "false":
+        return
+    result = subprocess.run(  # noqa: S603 - our own module, our own interpreter
+        [
+            *(sys.executable, "-m", "wallet_project.capacity"),
+            *("--web-workers", str(server.cfg.workers)),
+        ],
+        cwd=Path(__file__).resolve().parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    message = (result.stderr or result.stdout).strip()
+    if result.returncode == capacity.OVER_BUDGET:
+        server.log.critical(message)
+        raise SystemExit(capacity.OVER_BUDGET)
+    if result.returncode != 0:
+        server.log.warning(message or f"connection budget check failed: {result}")
+    else:
+        server.log.info(message)
 
 
 def post_worker_init(worker):

@@ -1,18 +1,31 @@
+import uuid
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.urls import reverse
+from django.http import Http404, HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework_simplejwt.token_blacklist.models import (
     BlacklistedToken,
     OutstandingToken,
 )
 
 from accounts.models import User, normalize_email
+from accounts.second_factor import (
+    recovery_codes_left,
+    second_factor_reset,
+    totp_device_confirmed,
+)
 from wallet_project.admin_forms import ReasonForm, reason_action
 from wallets.models import Wallet
 
@@ -85,7 +98,12 @@ class UserAdmin(DjangoUserAdmin):
     ]
     list_filter = ["is_active", "is_staff", "is_service", "is_superuser", "groups"]
     search_fields = ["email", "phone_number", "first_name", "last_name"]
-    readonly_fields = ["last_login", "date_joined", "transactions_link"]
+    readonly_fields = [
+        "last_login",
+        "date_joined",
+        "transactions_link",
+        "second_factor",
+    ]
     fieldsets = [
         (None, {"fields": ["email", "password", "transactions_link"]}),
         (
@@ -102,6 +120,7 @@ class UserAdmin(DjangoUserAdmin):
                     "is_superuser",
                     "groups",
                     "user_permissions",
+                    "second_factor",
                 ]
             },
         ),
@@ -134,8 +153,77 @@ class UserAdmin(DjangoUserAdmin):
             '<a href="{}">{}</a>', user_transactions_url(user), _("Transactions")
         )
 
+    @admin.display(description=_("second factor"))
+    def second_factor(self, user: User) -> str:
+        device = totp_device_confirmed(user=user) if user.pk else None
+        if device is None:
+            return str(_("Not enrolled: set up at the next back-office login."))
+        return _("Authenticator app; %(left)d of 10 recovery codes left.") % {
+            "left": recovery_codes_left(user=user)
+        }
+
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []
+
+    # --- A superuser resets another operator's second factor ----------------------
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/second-factor-reset/",
+                self.admin_site.admin_view(self.second_factor_reset_view),
+                name="accounts_user_second_factor_reset",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_reset_second_factor": request.user.is_superuser
+            and str(request.user.pk) != str(object_id),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def second_factor_reset_view(self, request: HttpRequest, object_id):
+        target = get_object_or_404(User, pk=self._uuid_or_404(object_id))
+        if not request.user.is_superuser or target.pk == request.user.pk:
+            raise PermissionDenied
+        form = ReasonForm(request.POST if request.method == "POST" else None)
+        if form.is_bound and form.is_valid():
+            ended = second_factor_reset(
+                user=target, by=request.user, reason=form.cleaned_data["reason"]
+            )
+            self.message_user(
+                request,
+                _(
+                    "The second factor of %(user)s is reset (%(sessions)d session(s) "
+                    "ended). They set up a new one at their next login."
+                )
+                % {"user": target, "sessions": ended},
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(
+                reverse("admin:accounts_user_change", args=[target.pk])
+            )
+        return TemplateResponse(
+            request,
+            "admin/accounts/user/second_factor_reset.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "original": target,
+                "title": _("Reset the second factor of %(user)s") % {"user": target},
+                "form": form,
+            },
+        )
+
+    @staticmethod
+    def _uuid_or_404(object_id: str):
+        try:
+            return uuid.UUID(str(object_id))
+        except ValueError:
+            raise Http404 from None
 
     @admin.action(
         description=_("Deactivate selected users (with a reason)"),
@@ -231,3 +319,9 @@ class AuditLogAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+# Devices are managed through the operators' own enrolment and the superuser's reset
+# (with a reason, audited); django-otp's own admin pages would show their keys.
+admin.site.unregister(TOTPDevice)
+admin.site.unregister(StaticDevice)

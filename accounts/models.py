@@ -125,3 +125,30 @@ class VerificationSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_purpose_display()} {self.email}"
+
+
+class SecondFactorThrottle(models.Model):
+    """An operator's wrong second-factor codes in a row (accounts/second_factor.py).
+
+    One row per operator, locked (SELECT ... FOR UPDATE) while a code is checked, so
+    guesses sent in parallel are counted one by one. SECOND_FACTOR_FAILURE_LIMIT
+    wrong codes set `locked_until`; until then no code is accepted, the right one
+    included. A right code, a device reset and the end of a lock start it at 0.
+    """
+
+    user = models.OneToOneField(
+        "accounts.User",
+        verbose_name=_("user"),
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="second_factor_throttle",
+    )
+    failures = models.PositiveSmallIntegerField(_("wrong codes in a row"), default=0)
+    locked_until = models.DateTimeField(_("locked until"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("second-factor throttle")
+        verbose_name_plural = _("second-factor throttles")
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.failures}"

@@ -22,7 +22,8 @@ API (everything else here is an implementation detail):
   `database_url`, `redis_url` (required); `email_url` (default: console);
   `web_workers` (2); `celery` (True: start worker and beat); `settings_module`;
   `env` (extra environment for every process, e.g. `{"DATABASE_POOL_MAX": "8"}`);
-  `startup_timeout` (60 s).
+  `trusted_proxies` (Nginx's TRUSTED_PROXIES: whose X-Forwarded-For it believes;
+  default none); `startup_timeout` (60 s).
 - `Stack`: `url` (Nginx, the way in), `web_url` (Gunicorn direct: only to prove a
   point), `env`, `workdir`, `static_root`, `media_root`, `request(method, path,
   json_body=, token=, headers=)` (through Nginx, returns `HttpResponse` with
@@ -41,10 +42,10 @@ API (everything else here is an implementation detail):
   may point at it.
 
 Each stack gets its own CACHE_KEY_PREFIX (throttle counters never leak between
-runs) and a fresh SECRET_KEY. Celery's queue is per Redis database: run one stack
-with Celery per Redis database at a time (or its worker may take another's tasks),
-and keep the root conftest's cache.clear() (a FLUSHDB) away from that database
-while it runs (tests/e2e/conftest.py overrides `_clean_cache`). Processes run in their own process groups, so a
+runs) and a fresh SECRET_KEY and JWT_SIGNING_KEY. Celery's queue is per Redis
+database: run one stack with Celery per Redis database at a time (or its worker may
+take another's tasks); the cache is the next database (settings: CACHE_URL), so the
+root conftest's cache.clear() (a FLUSHDB) no longer reaches the queue. Processes run in their own process groups, so a
 stop reaches Gunicorn's workers and Celery's pool children too.
 """
 
@@ -90,7 +91,12 @@ COMPOSE_NGINX = {
     "error_log": "/dev/stderr",
     "access_log": "/dev/stdout",
     "proxy_params": "/etc/nginx/wallet/proxy.conf",
+    # Docker's embedded DNS: web's address, looked up again as it changes.
+    "resolver": "127.0.0.11",
+    # Written by nginx/real-ip.sh (/docker-entrypoint.d/) from TRUSTED_PROXIES.
+    "real_ip_conf": "/etc/nginx/wallet/real_ip.conf",
 }
+REAL_IP_SCRIPT = REPO / "nginx" / "real-ip.sh"
 
 _PLACEHOLDER = re.compile(r"\{\{ (\w+) \}\}")
 
@@ -104,6 +110,20 @@ def render_nginx_conf(**values: str) -> str:
     if unknown := values.keys() - names:
         raise KeyError(f"nginx template has no {sorted(unknown)}")
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+def write_real_ip_conf(path: Path, trusted_proxies: str) -> None:
+    """nginx/real-ip.sh's output for `trusted_proxies` (as Compose's Nginx gets it)."""
+    subprocess.run(
+        ["sh", str(REAL_IP_SCRIPT)],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "TRUSTED_PROXIES": trusted_proxies,
+            "WALLET_REAL_IP_CONF": str(path),
+        },
+        check=True,
+        capture_output=True,
+    )
 
 
 def free_port() -> int:
@@ -167,6 +187,7 @@ def _base_env(database_url: str, redis_url: str = "") -> dict[str, str]:
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
         SECRET_KEY=secrets.token_urlsafe(50),
+        JWT_SIGNING_KEY=secrets.token_urlsafe(50),
         DEBUG="false",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         EMAIL_URL="consolemail://",
@@ -445,6 +466,7 @@ class Stack:
         settings_module: str = "wallet_project.settings",
         env: dict[str, str] | None = None,
         workdir: Path | None = None,
+        trusted_proxies: str = "",
         startup_timeout: float = 60,
     ) -> Stack:
         owns_workdir = workdir is None
@@ -490,7 +512,7 @@ class Stack:
         try:
             # --link: symlinks into the source tree, fast; Nginx follows them.
             stack.manage("collectstatic", "--noinput", "--link")
-            stack._start_nginx(nginx_port)
+            stack._start_nginx(nginx_port, trusted_proxies=trusted_proxies)
             stack._spawn(
                 "web",
                 [
@@ -540,13 +562,15 @@ class Stack:
             )
         self._processes.append(_Process(name, popen, log_path))
 
-    def _start_nginx(self, port: int) -> None:
+    def _start_nginx(self, port: int, *, trusted_proxies: str) -> None:
         import grp
         import pwd
 
         user = pwd.getpwuid(os.getuid()).pw_name
         group = grp.getgrgid(os.getgid()).gr_name
         conf = self.workdir / "nginx.conf"
+        real_ip_conf = self.workdir / "real_ip.conf"
+        write_real_ip_conf(real_ip_conf, trusted_proxies)
         conf.write_text(
             render_nginx_conf(
                 user=f"{user} {group}",
@@ -559,6 +583,9 @@ class Stack:
                 error_log=str(self.workdir / "nginx-error.log"),
                 access_log=str(self.workdir / "nginx-access.log"),
                 proxy_params=str(REPO / "nginx" / "proxy.conf"),
+                # Never asked: the upstream is an address, not a name.
+                resolver="127.0.0.1",
+                real_ip_conf=str(real_ip_conf),
             )
         )
         self._nginx_conf = conf

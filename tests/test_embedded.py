@@ -261,6 +261,7 @@ def test_production_without_database_url_refuses_to_start():
             "DJANGO_SETTINGS_MODULE": "wallet_project.settings",
             "DEBUG": "false",
             "SECRET_KEY": "test-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
+            "JWT_SIGNING_KEY": "test-only-jwt-key-0123456789abcdefghijklmnopqrstuvwxyz",
         }
     )
     assert result.returncode != 0

@@ -203,6 +203,31 @@ class ReconcileReport:
             or self.event_gaps
         )
 
+    @property
+    def problems(self) -> list[str]:
+        return (
+            self.balance_mismatches
+            + self.negative_balances
+            + self.unbalanced_transactions
+            + self.held_mismatches
+            + self.event_gaps
+        )
+
+    @property
+    def summary(self) -> str:
+        if self.clean:
+            return (
+                f"Ledger clean: {self.wallets_checked} wallets, "
+                "every transaction balanced."
+            )
+        return (
+            f"Ledger NOT clean: {len(self.balance_mismatches)} balance mismatches, "
+            f"{len(self.negative_balances)} negative balances, "
+            f"{len(self.unbalanced_transactions)} unbalanced transactions, "
+            f"{len(self.held_mismatches)} held mismatches, "
+            f"{len(self.event_gaps)} wallets with event gaps."
+        )
+
 
 _WALLET_BATCH_SQL = """
 SELECT w.id, w.number, w.kind, w.currency, w.balance, COALESCE(SUM(e.amount), 0),

@@ -1,6 +1,8 @@
 from celery import shared_task
+from django.conf import settings
 
 from transactions import ledger, webhooks
+from transactions.reconciliation import ledger_reconcile_and_alert
 
 
 @shared_task
@@ -14,6 +16,17 @@ def expire_holds() -> int:
     """Expire pending payouts past PAYOUT_TTL and holds past their expiry,
     releasing their money (beat: every minute)."""
     return ledger.payout_expire_stale() + ledger.hold_expire_due()
+
+
+@shared_task(
+    name="transactions.tasks.ledger_reconcile",
+    soft_time_limit=settings.RECONCILE_SOFT_TIME_LIMIT,
+    time_limit=settings.RECONCILE_TIME_LIMIT,
+)
+def ledger_reconcile() -> dict:
+    """The nightly beat job: check the ledger, mail ADMINS when it is not clean."""
+    report = ledger_reconcile_and_alert()
+    return {"clean": report.clean, "problems": len(report.problems)}
 
 
 # --- Webhooks (transactions.webhooks; registered with it in transactions.apps) ---------

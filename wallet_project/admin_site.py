@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
+from typing import Any
 
 from django.apps import apps
 from django.conf import settings
@@ -21,11 +23,14 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import TruncDate
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
 
 from accounts.roles import DASHBOARD_PERMISSION
 from transactions.models import (
@@ -36,6 +41,7 @@ from transactions.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from wallet_project.admin_second_factor import setup_view, staff_view, verify_view
 from wallets.models import Wallet
 from wallets.money import quantum
 
@@ -50,9 +56,36 @@ class WalletAdminSite(admin.AdminSite):
 
     def get_urls(self):
         return [
+            path(
+                "second-factor/",
+                staff_view(self, partial(verify_view, self)),
+                name="second_factor",
+            ),
+            path(
+                "second-factor/setup/",
+                staff_view(self, partial(setup_view, self)),
+                name="second_factor_setup",
+            ),
+            # Open without the second factor: one who gave only the password
+            # may still leave (the admin's own would send them to the index).
+            path("logout/", never_cache(csrf_protect(self.logout)), name="logout"),
             path("dashboard/", self.admin_view(self.dashboard), name="dashboard"),
             *super().get_urls(),
         ]
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        """Staff, and verified by a second factor (django-otp's OTPAdminSite rule).
+        SecondFactorMiddleware sends the unverified to the code page first."""
+        user: Any = request.user  # is_verified: django-otp's OTPMiddleware
+        return super().has_permission(request) and user.is_verified()
+
+    def login(self, request: HttpRequest, extra_context=None):
+        # The password is already given: the code is what is missing.
+        user: Any = request.user
+        if user.is_active and user.is_staff and not user.is_verified():
+            query = urlencode({"next": request.GET.get("next", "")})
+            return HttpResponseRedirect(f"{reverse('admin:second_factor')}?{query}")
+        return super().login(request, extra_context)
 
     def each_context(self, request: HttpRequest) -> dict:
         context = super().each_context(request)

@@ -37,8 +37,9 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     required=False,
     description=(
         "Any unique string (a UUID is ideal), at most 255 characters. A retry with "
-        "the same key and body returns the first response and moves nothing; the "
-        "same key with another body is a 422."
+        "the same key and body returns the first response and moves nothing, "
+        "marked `Idempotency-Replayed: true`; the same key with another body is a "
+        "422."
     ),
 )
 

@@ -17,11 +17,13 @@ Django's, and execute wrappers and the query log see them like any other (the
 log has no SQL text for them: Django reads it from psycopg's client-side query).
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 from weakref import WeakKeyDictionary
 
 import psycopg
+from django.conf import settings
 from django.db import connection
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
@@ -86,3 +88,23 @@ def execute_and_commit(sql: str, params: Sequence[Any] | Mapping[str, Any]) -> N
     with connection.wrap_database_errors, raw.pipeline():
         cursor.execute(sql, params)
         raw.commit()
+
+
+@contextmanager
+def long_running_timeouts() -> Iterator[None]:
+    """The statement and lock timeouts of a long job (the fee run, reconcile:
+    settings.DATABASE_LONG_TIMEOUTS) for this connection's session, then back to
+    the process's own (RESET returns to the connection's startup options).
+    Outside any transaction: a SET inside one that rolls back is undone."""
+    with connection.cursor() as cursor:
+        for name, seconds in settings.DATABASE_LONG_TIMEOUTS.items():
+            cursor.execute(
+                "SELECT set_config(%s, %s, false)", [name, f"{round(seconds * 1000)}"]
+            )
+    try:
+        yield
+    finally:
+        if connection.connection is not None and connection.is_usable():
+            with connection.cursor() as cursor:
+                for name in settings.DATABASE_LONG_TIMEOUTS:
+                    cursor.execute(f"RESET {name}")

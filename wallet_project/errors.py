@@ -118,7 +118,28 @@ def _unavailable_body() -> dict:
     return {"detail": str(DATABASE_UNAVAILABLE), "code": ErrorCode.SERVICE_UNAVAILABLE}
 
 
+# Every 429 and 503 says when to come back (the schema documents the header):
+# the error's own `retry_after` (seconds), else this.
+RETRY_AFTER_SECONDS = 1
+_RETRY_STATUSES = {
+    status.HTTP_429_TOO_MANY_REQUESTS,
+    status.HTTP_503_SERVICE_UNAVAILABLE,
+}
+
+
 def exception_handler(exc, context):
+    response = _error_response(exc, context)
+    if (
+        response is not None
+        and response.status_code in _RETRY_STATUSES
+        and "Retry-After" not in response
+    ):
+        retry_after = getattr(exc, "retry_after", None) or RETRY_AFTER_SECONDS
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+def _error_response(exc, context):
     if isinstance(exc, DomainError):
         return Response(
             {"detail": exc.detail, "code": exc.code}, status=exc.status_code
@@ -129,11 +150,7 @@ def exception_handler(exc, context):
         )
     elif isinstance(exc, (OperationalError, InterfaceError)):
         logger.warning("database unavailable: %s", exc)
-        return Response(
-            _unavailable_body(),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "1"},
-        )
+        return Response(_unavailable_body(), status=status.HTTP_503_SERVICE_UNAVAILABLE)
     elif isinstance(exc, DataError):
         # Validation should have caught it: one line to find that gap by, no
         # traceback, and the client's 400.
@@ -187,7 +204,7 @@ def json_500(request):
     exc = sys.exc_info()[1]
     if isinstance(exc, (OperationalError, InterfaceError)):
         response = JsonResponse(_unavailable_body(), status=503)
-        response["Retry-After"] = "1"
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
     return JsonResponse(
         {"detail": str(_("Internal server error.")), "code": ErrorCode.SERVER_ERROR},

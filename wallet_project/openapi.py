@@ -8,6 +8,10 @@ Found by fuzzing the API against its own schema (tests/hostile/test_fuzz.py):
 - 400 on operations with query parameters (filters reject a malformed value);
 - 404 on cursor-paginated lists (DRF's "Invalid cursor");
 - a 400 is either `{"detail", "code"}` or DRF's `{"field": ["message"]}`.
+
+And the headers every client may rely on (`document_response_headers`):
+X-Request-ID on every response, Retry-After on every 429 and 503, and
+Idempotency-Replayed on the success of an operation that takes an Idempotency-Key.
 """
 
 from typing import Any
@@ -68,4 +72,56 @@ def document_common_responses(result, generator, request, public):
             bad = responses.get("400", {}).get("content", {}).get("application/json")
             if bad and bad.get("schema") == {"$ref": ERROR}:
                 bad["schema"] = either
+    return result
+
+
+_HEADERS = {
+    "X-Request-ID": {
+        "description": (
+            "The request's id, in the logs too: the X-Request-ID the request sent "
+            "(1-128 of `A-Za-z0-9._:-`), else a new one. Quote it when reporting a "
+            "problem."
+        ),
+        "required": True,
+        "schema": {"type": "string", "maxLength": 128},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "Idempotency-Replayed": {
+        "description": (
+            "`true` when this is the stored answer to an earlier request with the "
+            "same Idempotency-Key (nothing moved this time); absent otherwise."
+        ),
+        "required": False,
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
+
+
+def _header(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/headers/{name}"}
+
+
+def document_response_headers(result, generator, request, public):
+    """The headers of `_HEADERS` on the responses that carry them (after
+    document_common_responses, which adds the 429s and 503s)."""
+    result.setdefault("components", {}).setdefault("headers", {}).update(_HEADERS)
+    for item in result.get("paths", {}).values():
+        for method, operation in item.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            keyed = any(
+                p.get("in") == "header" and p.get("name") == "Idempotency-Key"
+                for p in operation.get("parameters", [])
+            )
+            for status, response in operation.get("responses", {}).items():
+                headers = response.setdefault("headers", {})
+                headers["X-Request-ID"] = _header("X-Request-ID")
+                if status in {"429", "503"}:
+                    headers["Retry-After"] = _header("Retry-After")
+                if keyed and status.startswith("2"):
+                    headers["Idempotency-Replayed"] = _header("Idempotency-Replayed")
     return result

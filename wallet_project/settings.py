@@ -10,10 +10,13 @@ Redis.
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import environ
 from celery.schedules import crontab
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from wallet_project import embedded
 from wallet_project.logging import logging_config
@@ -30,6 +33,20 @@ SECRET_KEY = (
     if DEBUG
     else env.str("SECRET_KEY")
 )
+# Rotation: the new key in SECRET_KEY, the old one first in SECRET_KEY_FALLBACKS;
+# sessions, password-reset links and signed values made with the old key stay
+# valid until the fallback is removed (README: Rotating keys).
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+# JWTs are signed with a key of their own (rotating SECRET_KEY does not log
+# everyone out, and a leaked JWT key does not expose sessions); only DEBUG falls
+# back to SECRET_KEY. JWT_SIGNING_KEY_FALLBACKS: old keys that still verify
+# (accounts.jwt_keys), until the longest refresh token they signed has expired.
+JWT_SIGNING_KEY = (
+    env.str("JWT_SIGNING_KEY", default=SECRET_KEY)
+    if DEBUG
+    else env.str("JWT_SIGNING_KEY")
+)
+JWT_SIGNING_KEY_FALLBACKS = env.list("JWT_SIGNING_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -41,6 +58,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Operators' second factor: TOTP devices and single-use recovery codes.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
@@ -60,6 +81,8 @@ MIDDLEWARE = [
     # /healthz and /readyz, answered before host validation and the HTTPS redirect.
     "wallet_project.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on the admin and the docs pages (not on the JSON API).
+    "wallet_project.middleware.CSPMiddleware",
     # Sessions, the session user and messages serve the admin; the project's
     # subclasses skip them on /api/v1/ (bearer tokens, DRF views).
     "wallet_project.middleware.SessionMiddleware",
@@ -69,6 +92,9 @@ MIDDLEWARE = [
     # only passes DRF's csrf_exempt views.
     "django.middleware.csrf.CsrfViewMiddleware",
     "wallet_project.middleware.AuthenticationMiddleware",
+    # request.user.is_verified() (django-otp), then: no back-office view without it.
+    "wallet_project.middleware.OTPMiddleware",
+    "wallet_project.middleware.SecondFactorMiddleware",
     "wallet_project.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -125,6 +151,37 @@ DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"]["connect_timeout"] = env.int(
     "DATABASE_CONNECT_TIMEOUT", default=5
 )
+# Timeouts of every connection, in seconds (0 = none): a statement that runs too
+# long, a lock waited for too long, a transaction left idle (holding its row
+# locks) too long are cut by PostgreSQL. Sent as libpq startup options, so every
+# connection has them from its first statement: pooled ones, the group commit's
+# pipeline, the worker's. These defaults serve the Celery worker, beat and
+# management commands; gunicorn.conf.py gives the web process short ones, and the
+# fee run and reconcile raise the statement and lock timeouts for their session
+# (DATABASE_LONG_*, wallet_project.db.long_running_timeouts).
+_DATABASE_TIMEOUTS = {
+    "statement_timeout": env.float("DATABASE_STATEMENT_TIMEOUT", default=60),
+    "lock_timeout": env.float("DATABASE_LOCK_TIMEOUT", default=10),
+    "idle_in_transaction_session_timeout": env.float(
+        "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default=60
+    ),
+}
+DATABASE_LONG_TIMEOUTS = {
+    "statement_timeout": env.float("DATABASE_LONG_STATEMENT_TIMEOUT", default=1800),
+    "lock_timeout": env.float("DATABASE_LONG_LOCK_TIMEOUT", default=30),
+}
+DATABASES["default"]["OPTIONS"]["options"] = " ".join(
+    filter(
+        None,
+        [
+            DATABASES["default"]["OPTIONS"].get("options", ""),
+            *(
+                f"-c {name}={round(seconds * 1000)}"
+                for name, seconds in _DATABASE_TIMEOUTS.items()
+            ),
+        ],
+    )
+)
 if env.bool("DATABASE_POOL", default=False):
     DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN", default=2),
@@ -134,12 +191,28 @@ if env.bool("DATABASE_POOL", default=False):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and Celery ---------------------------------------------------------------
+# REDIS_URL names the Celery broker's database N; the cache takes N + 1 unless
+# CACHE_URL says otherwise: a cache.clear() (FLUSHDB) must never empty the queues.
 REDIS_URL = env.str("REDIS_URL", default="")
+
+
+def _next_redis_database(url: str) -> str:
+    parts = urlsplit(url)
+    number = int(parts.path.strip("/") or 0)
+    if number >= 15:
+        raise ImproperlyConfigured(
+            f"REDIS_URL uses database {number}: the cache takes the next one, so "
+            "use 0-14 or set CACHE_URL."
+        )
+    return urlunsplit(parts._replace(path=f"/{number + 1}"))
+
+
 if REDIS_URL:
+    CACHE_URL = env.str("CACHE_URL", default="") or _next_redis_database(REDIS_URL)
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
+            "LOCATION": CACHE_URL,
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="wallet"),
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
@@ -165,6 +238,19 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Every task is stopped after its time limit (seconds): soft raises in the task
+# (its DB transaction rolls back), hard kills the worker process. The fee run and
+# reconcile have their own, longer ones.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
+FEE_RUN_SOFT_TIME_LIMIT = env.int("FEE_RUN_SOFT_TIME_LIMIT", default=3 * 3600)
+FEE_RUN_TIME_LIMIT = env.int("FEE_RUN_TIME_LIMIT", default=3 * 3600 + 300)
+# Emails go to a queue of their own (the compose file runs a worker for it), so
+# a fee run never delays a sign-up code. A worker started without -Q consumes
+# both queues (make run, tests/stack.py).
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = [Queue("celery"), Queue("email")]
+CELERY_TASK_ROUTES = {"accounts.tasks.*": {"queue": "email"}}
 CELERY_TIMEZONE = "UTC"
 # Periodic tasks declared in code; django-celery-beat copies them into the
 # database on start, where operators edit them in the admin.
@@ -172,6 +258,13 @@ CELERY_BEAT_SCHEDULE: dict = {}
 
 # --- Auth -----------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
+# Argon2 first: new passwords, and older (PBKDF2) hashes on their next login.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {
         "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
@@ -187,10 +280,11 @@ REST_FRAMEWORK = {
         "accounts.authentication.CachedJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": [
-        "wallet_project.parsers.StrictJSONParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON only: a money API takes no forms, and the schema then offers generated
+    # clients one content type per body. The profile image upload adds multipart
+    # on its own view (accounts.api.views.MeView); anything else is a 415.
+    "DEFAULT_PARSER_CLASSES": ["wallet_project.parsers.StrictJSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "wallet_project.errors.exception_handler",
@@ -206,7 +300,7 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
-    "SIGNING_KEY": SECRET_KEY,
+    "SIGNING_KEY": JWT_SIGNING_KEY,
 }
 # Seconds each web process keeps an authenticated user's row instead of reading it
 # on every request (accounts/authentication.py); 0 = read it every time. A user
@@ -249,10 +343,26 @@ MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 # --- Email ------------------------------------------------------------------------------
+# Production names its mail server: a forgotten EMAIL_URL must not quietly print
+# every sign-up and reset code to a log (or hand it to a development catcher).
+if not DEBUG and not env.str("EMAIL_URL", default=""):
+    raise ImproperlyConfigured(
+        "Set the EMAIL_URL environment variable (smtp://user:password@host:587/"
+        "?tls=True, or consolemail:// to print emails on purpose); only DEBUG=true "
+        "defaults to printing them."
+    )
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+# Seconds an SMTP connection may block (a stuck server would hold a worker
+# process until the task's time limit); the task retries.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env.str(
     "DEFAULT_FROM_EMAIL", default="Wallet <no-reply@wallet.local>"
 )
+# The operators: the nightly reconcile mails them when the ledger is not clean
+# (and Django mails them unhandled errors). Comma-separated addresses.
+ADMINS = [(address, address) for address in env.list("ADMINS", default=[])]
+SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+EMAIL_SUBJECT_PREFIX = "[Wallet] "
 
 # --- Money --------------------------------------------------------------------------------
 WALLET_CURRENCIES = env.list("WALLET_CURRENCIES", default=["KZT", "USD", "EUR"])
@@ -304,6 +414,18 @@ CELERY_BEAT_SCHEDULE["fees-charge-due"] = {
         minute=env.int("FEE_CHARGE_MINUTE", default=30),
     ),
 }
+
+# --- Reconcile: the nightly check of the ledger (transactions.tasks.ledger_reconcile) --
+CELERY_BEAT_SCHEDULE["transactions-reconcile-ledger"] = {
+    "task": "transactions.tasks.ledger_reconcile",
+    # Daily at RECONCILE_HOUR:RECONCILE_MINUTE UTC, away from the fee run.
+    "schedule": crontab(
+        hour=env.int("RECONCILE_HOUR", default=3),
+        minute=env.int("RECONCILE_MINUTE", default=0),
+    ),
+}
+RECONCILE_SOFT_TIME_LIMIT = env.int("RECONCILE_SOFT_TIME_LIMIT", default=3600)
+RECONCILE_TIME_LIMIT = env.int("RECONCILE_TIME_LIMIT", default=3600 + 300)
 
 # --- Top-ups (payment provider) ---------------------------------------------------------
 # A pending top-up older than this is expired by the beat task; the provider can no
@@ -452,7 +574,41 @@ if BEHIND_TLS_PROXY:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# django-csp, on the admin and the docs pages (wallet_project.middleware.CSPMiddleware):
+# nothing from outside, no inline script without the page's nonce, no framing.
+# The docs pages relax style-src and worker-src for Swagger UI and ReDoc (urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# --- The back-office: second factor and sessions ------------------------------------------
+# Sessions serve only the admin. One slides ADMIN_SESSION_IDLE_SECONDS past the last
+# request (saved on every request; the database refuses an expired one) and its
+# cookie ends with the browser.
+SESSION_COOKIE_AGE = env.int("ADMIN_SESSION_IDLE_SECONDS", default=1800)
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+# Wrong second-factor codes in a row before the operator is locked out, and for how
+# long (accounts/second_factor.py). django-otp's own growing delays are off: they
+# would refuse a right code typed within seconds of a wrong one.
+SECOND_FACTOR_FAILURE_LIMIT = 5
+SECOND_FACTOR_LOCKOUT = timedelta(minutes=15)
+OTP_TOTP_THROTTLE_FACTOR = 0
+OTP_STATIC_THROTTLE_FACTOR = 0
+OTP_TOTP_ISSUER = "Wallet back-office"
 
 # --- Logging: JSON lines on stderr with the request id (wallet_project/logging.py) ----
 LOGGING = logging_config(
@@ -462,11 +618,26 @@ LOGGING = logging_config(
 # The worker and beat log through LOGGING too (JSON), not Celery's own format.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# --- Sentry (optional): errors of web and worker, no personal data -------------------
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from wallet_project.sentry import sentry_init
+
+    sentry_init(
+        dsn=SENTRY_DSN,
+        environment=env.str("SENTRY_ENVIRONMENT", default="production"),
+        release=env.str("SENTRY_RELEASE", default="") or None,
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+    )
+
 # The schema and docs are public pages; the API itself requires a token.
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.AllowAny"]
 SPECTACULAR_SETTINGS["SERVE_AUTHENTICATION"] = []
-# 401/429/503 and the two shapes of a 400, documented on every operation they apply to.
+# 401/429/503 and the two shapes of a 400, documented on every operation they apply
+# to; X-Request-ID, Retry-After and Idempotency-Replayed on the responses that
+# carry them.
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums",
     "wallet_project.openapi.document_common_responses",
+    "wallet_project.openapi.document_response_headers",
 ]

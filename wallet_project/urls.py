@@ -1,3 +1,5 @@
+from csp.constants import SELF, UNSAFE_INLINE
+from csp.decorators import csp_replace
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
@@ -9,6 +11,13 @@ from drf_spectacular.views import (
 )
 
 from wallet_project import health
+
+# Swagger UI and ReDoc style their widgets with inline styles (a nonce in style-src
+# would disable 'unsafe-inline', so it is replaced, not extended) and ReDoc runs a
+# worker from a blob: URL; their scripts still need the page's nonce.
+docs_page = csp_replace(
+    {"style-src": [SELF, UNSAFE_INLINE], "worker-src": [SELF, "blob:"]}
+)
 
 # The busiest first: Django tries the includes in order, and every include that
 # does not match costs a walk of its patterns (their prefixes do not overlap, so
@@ -29,10 +38,14 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "api/docs/",
-        SpectacularSwaggerView.as_view(url_name="schema"),
+        docs_page(SpectacularSwaggerView.as_view(url_name="schema")),
         name="swagger-ui",
     ),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path(
+        "api/redoc/",
+        docs_page(SpectacularRedocView.as_view(url_name="schema")),
+        name="redoc",
+    ),
 ]
 
 if settings.DEBUG:

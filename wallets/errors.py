@@ -35,3 +35,5 @@ class RateUnavailable(DomainError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = ErrorCode.RATE_UNAVAILABLE
     message = _("No current exchange rate is available for this conversion.")
+    # Retry-After: rates are refreshed hourly (and retried sooner after a failure).
+    retry_after = 60

@@ -99,13 +99,28 @@ class UserSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field(
+    {
+        # OpenAPI 3.0 cannot say "only null" (and drf-spectacular drops a
+        # null-only enum): a string here is refused with a 400.
+        "type": "string",
+        "nullable": True,
+        "description": "Only null in JSON: it removes the image. Upload one as "
+        "multipart/form-data.",
+    }
+)
+class ProfileImageField(serializers.ImageField):
+    """The profile image: a file in a multipart body; in a JSON body only null
+    (remove it), which is all JSON can say about a file."""
+
+
 class ProfileUpdateSerializer(serializers.Serializer):
-    """PATCH users/me/: any of these; the email cannot be changed."""
+    """PATCH users/me/ (JSON): any of these; the email cannot be changed."""
 
     first_name = StrictCharField(max_length=150, allow_blank=True, required=False)
     last_name = StrictCharField(max_length=150, allow_blank=True, required=False)
     phone_number = PhoneNumberField()
-    profile_image = serializers.ImageField(required=False, allow_null=True)
+    profile_image = ProfileImageField(required=False, allow_null=True)
 
     def validate_profile_image(self, image):
         if image is None:
@@ -133,6 +148,14 @@ class ProfileUpdateSerializer(serializers.Serializer):
                 {"email": [_("The email cannot be changed.")]}
             )
         return attrs
+
+
+class ProfileUploadSerializer(ProfileUpdateSerializer):
+    """PATCH users/me/ (multipart/form-data): the same fields, with the image as a
+    file. Only documents the multipart body: the view validates both bodies with
+    ProfileUpdateSerializer."""
+
+    profile_image = serializers.ImageField(required=False, allow_null=True)
 
 
 class SignupSerializer(serializers.Serializer):

@@ -1,5 +1,6 @@
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,6 +13,7 @@ from accounts.api.serializers import (
     PasswordResetConfirmSerializer,
     PasswordResetSerializer,
     ProfileUpdateSerializer,
+    ProfileUploadSerializer,
     RefreshTokenSerializer,
     SessionIdSerializer,
     SignupResultSerializer,
@@ -25,7 +27,7 @@ from accounts.api.throttles import throttles
 from accounts.authentication import OptionalJWTAuthentication
 from fees.selectors import wallet_list_for_user
 from wallet_project.api import VALIDATION_ERROR, error_response
-from wallet_project.errors import RetryLater
+from wallet_project.parsers import StrictJSONParser
 
 THROTTLED = OpenApiResponse(
     description=(
@@ -55,8 +57,6 @@ class AccountsAPIView(APIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
-        if isinstance(exc, RetryLater):
-            response["Retry-After"] = str(exc.retry_after)
         if response.status_code == 401 and "WWW-Authenticate" not in response:
             response["WWW-Authenticate"] = self.get_authenticate_header(self.request)
         return response
@@ -251,6 +251,9 @@ class LogoutView(PublicAPIView):
 
 
 class MeView(AccountsAPIView):
+    # The one body that is not JSON only: a file is uploaded as multipart.
+    parser_classes = [StrictJSONParser, MultiPartParser]
+
     @extend_schema(
         summary="Your profile",
         responses={200: UserSerializer, 401: UNAUTHENTICATED},
@@ -268,7 +271,7 @@ class MeView(AccountsAPIView):
         ),
         request={
             "application/json": ProfileUpdateSerializer,
-            "multipart/form-data": ProfileUpdateSerializer,
+            "multipart/form-data": ProfileUploadSerializer,
         },
         responses={200: UserSerializer, 400: VALIDATION_ERROR, 401: UNAUTHENTICATED},
     )

@@ -10,7 +10,14 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from accounts.models import User
 from accounts.roles import roles_ensure
 from accounts.tests.factories import PASSWORD, UserFactory
-from accounts.tests.operators import FINANCE, SUPPORT, admin_client, operator
+from accounts.tests.operators import (
+    FINANCE,
+    SUPPORT,
+    admin_client,
+    operator,
+    totp_code,
+    totp_device,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -186,13 +193,23 @@ class TestUsers:
         )
         assert login.status_code == 302
 
-    def test_an_operator_logs_in_with_email_and_password(self, client):
+    def test_an_operator_logs_in_with_email_password_and_a_code(self, client):
         staff = operator(SUPPORT)
+        device = totp_device(staff)
         response = client.post(
             reverse("admin:login") + "?next=/admin/",
             {"username": staff.email, "password": PASSWORD},
         )
         assert response.status_code == 302
+        # The password alone opens nothing but the code page.
+        assert client.get("/admin/")["Location"].startswith(
+            reverse("admin:second_factor")
+        )
+        verified = client.post(
+            reverse("admin:second_factor"),
+            {"code": totp_code(device), "next": "/admin/"},
+        )
+        assert verified.status_code == 302 and verified["Location"] == "/admin/"
         assert client.get("/admin/").status_code == 200
 
 

@@ -3,6 +3,7 @@ against pytest-django's live server. Screenshots go to var/screenshots/."""
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,8 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture
-def page(live_server) -> Iterator:
+@contextmanager
+def _browser_page(live_server, **context_options) -> Iterator:
     """A fresh browser page. Playwright's sync API keeps an asyncio loop running
     in this thread, which makes Django refuse ORM calls made here ("async
     context") unless told they are safe: they are, nothing else runs on it."""
@@ -41,7 +42,9 @@ def page(live_server) -> Iterator:
                 executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
             )
             context = browser.new_context(
-                viewport={"width": 1366, "height": 900}, base_url=live_server.url
+                viewport={"width": 1366, "height": 900},
+                base_url=live_server.url,
+                **context_options,
             )
             context.set_default_timeout(15_000)
             try:
@@ -61,8 +64,24 @@ def page(live_server) -> Iterator:
 
 
 @pytest.fixture
-def shot(page):
-    """shot("name") saves a full-page screenshot of the current page."""
+def page(live_server) -> Iterator:
+    with _browser_page(live_server) as page:
+        yield page
+
+
+@pytest.fixture
+def browser_page_ru(live_server) -> Iterator:
+    """A page whose browser asks for Russian (Accept-Language: ru-RU)."""
+    with _browser_page(live_server, locale="ru-RU") as page:
+        yield page
+
+
+@pytest.fixture
+def shot(request):
+    """shot("name") saves a full-page screenshot of the test's page (`page` or
+    `browser_page_ru`)."""
+    name = "browser_page_ru" if "browser_page_ru" in request.fixturenames else "page"
+    page = request.getfixturevalue(name)
 
     def take(name: str) -> Path:
         path = SCREENSHOTS / f"{name}.png"

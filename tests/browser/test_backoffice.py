@@ -7,18 +7,23 @@ from playwright.sync_api import expect
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.tests.factories import PASSWORD
-from accounts.tests.operators import FINANCE, operator
+from accounts.tests.operators import FINANCE, operator, totp_code, totp_device
 from transactions.models import TopUp, Transaction
 from wallets.models import Wallet
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def login(page, email: str) -> None:
+def login(page, user) -> None:
+    """The password, then the code the operator's authenticator app shows."""
+    device = totp_device(user)
     page.goto("/admin/")
-    page.fill("#id_username", email)
+    page.fill("#id_username", user.email)
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")
+    page.wait_for_selector("#second-factor-form")
+    page.fill("#id_code", totp_code(device))
+    page.click("#second-factor-form input[type=submit]")
     page.wait_for_selector("#user-tools")
 
 
@@ -38,7 +43,7 @@ def test_operator_blocks_unblocks_approves_a_topup_and_opens_the_dashboard(
     page.goto("/admin/")
     shot("01-login")
     assert page.locator("link[href*='admin/css/base.css']").count() == 1
-    login(page, ops.email)
+    login(page, ops)
     shot("02-index")
     header = page.evaluate(
         "getComputedStyle(document.querySelector('#header')).display"
@@ -117,7 +122,7 @@ def test_two_operators_confirm_an_adjustment(page, shot, make_wallet):
     bob = operator(FINANCE, email="bob@wallet.test")
     wallet = make_wallet(currency="USD", balance="40.00")
 
-    login(page, alice.email)
+    login(page, alice)
     page.goto(f"/admin/wallets/wallet/{wallet.pk}/change/")
     page.click("#adjust-link")
     page.fill("#id_amount", "-15.00")
@@ -129,7 +134,7 @@ def test_two_operators_confirm_an_adjustment(page, shot, make_wallet):
     shot("12-adjust-awaiting")
 
     page.context.clear_cookies()
-    login(page, bob.email)
+    login(page, bob)
     page.goto(
         "/admin/transactions/transaction/?kind__exact=adjustment&status__exact=pending"
     )

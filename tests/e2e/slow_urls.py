@@ -5,6 +5,7 @@ import os
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
+from rest_framework.views import APIView
 
 from wallet_project.urls import (  # noqa: F401 - Django looks handlers up here
     handler400,
@@ -36,8 +37,17 @@ def bug(request: HttpRequest) -> JsonResponse:
     raise RuntimeError("e2e: a deliberate bug")
 
 
+class ApiBug(APIView):
+    """A bug behind the API's authentication: the request has a user (with an
+    email), a bearer token and a JSON body."""
+
+    def post(self, request):
+        raise RuntimeError(f"e2e: a deliberate API bug ({len(request.data)} fields)")
+
+
 urlpatterns = [
     path("e2e/slow-query/", slow_query),
     path("e2e/bug/", bug),
+    path("e2e/api-bug/", ApiBug.as_view()),
     *product_urlpatterns,
 ]

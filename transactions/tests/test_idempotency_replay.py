@@ -74,3 +74,44 @@ def test_a_request_without_a_key_is_not_marked(auth_api, wallet):
     )
     assert response.status_code == 201
     assert "Idempotency-Replayed" not in response
+
+
+@pytest.fixture
+def batches(monkeypatch) -> list:
+    """The requests posted by the group commit (transactions.ledger.group_commit),
+    which serves a request outside a transaction (a batch of one, alone)."""
+    from transactions.ledger import group_commit
+
+    submitted: list = []
+    submit = group_commit._batches.submit
+
+    def counting(item):
+        submitted.append(item)
+        return submit(item)
+
+    monkeypatch.setattr(group_commit._batches, "submit", counting)
+    return submitted
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("amount", ["25.00", 25], ids=["lean", "drf"])
+def test_a_replay_answered_by_the_group_commit_is_marked(
+    auth_api, wallet, make_wallet, batches, amount
+):
+    """The group commit's own replay check (before a request joins a batch) marks
+    its answer as the lone path's does."""
+    url = f"/api/v1/wallets/{wallet.id}/operation"
+    body = {"operationType": "DEPOSIT", "amount": amount}
+    first, again = twice(auth_api, url, body, f"gc-op-{amount}")
+    assert_replayed(first, again)
+    assert len(batches) == 1  # the first was posted by a batch, the replay was not
+    receiver = make_wallet()
+    body = {
+        "from_wallet": str(wallet.id),
+        "to_wallet_number": receiver.number,
+        "amount": amount,
+    }
+    first, again = twice(auth_api, "/api/v1/transfers/", body, f"gc-tr-{amount}")
+    assert_replayed(first, again)
+    assert len(batches) == 2
+    assert Transaction.objects.filter(kind="transfer").count() == 1

@@ -13,6 +13,7 @@ from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
+from accounts.tests.operators import totp_code, totp_device
 from wallet_project import lean
 
 
@@ -151,6 +152,15 @@ def test_admin_still_has_csrf_sessions_and_messages(django_user_model):
     )
     assert logged_in.status_code == 302
     assert "sessionid" in logged_in.cookies
+    # The second factor: its form needs the token too.
+    device = totp_device(django_user_model.objects.get(email="op@example.com"))
+    code = {"code": totp_code(device)}
+    assert client.post("/admin/second-factor/", code).status_code == 403
+    token = client.cookies["csrftoken"].value
+    verified = client.post(
+        "/admin/second-factor/", {**code, "csrfmiddlewaretoken": token}
+    )
+    assert verified.status_code == 302, verified.content.decode()[:500]
     index = client.get("/admin/")
     assert index.status_code == 200
     assert index.wsgi_request.user.is_superuser

@@ -67,6 +67,8 @@ def test_quote_without_a_rate_is_503(auth_api):
     response = auth_api.get("/api/v1/rates/quote/?from=USD&to=KZT&amount=100")
     assert response.status_code == 503
     assert response.json()["code"] == "rate_unavailable"
+    # As on every 503: when to come back (rates are refreshed hourly).
+    assert response["Retry-After"] == "60"
 
 
 def test_quote_with_a_stale_rate_is_503(auth_api, rates):

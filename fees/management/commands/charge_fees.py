@@ -7,6 +7,7 @@ from django.utils.dateparse import parse_datetime
 
 from fees.selectors import fee_due_count
 from fees.services import FeeRunSummary, fee_charge_due
+from wallet_project.db import long_running_timeouts
 
 _BAR_WIDTH = 30
 
@@ -59,9 +60,10 @@ class Command(BaseCommand):
             )
             self.stderr.flush()
 
-        summary = fee_charge_due(
-            as_of=as_of, batch_size=batch_size, dry_run=dry_run, progress=progress
-        )
+        with long_running_timeouts():
+            summary = fee_charge_due(
+                as_of=as_of, batch_size=batch_size, dry_run=dry_run, progress=progress
+            )
         if not quiet and total:
             self.stderr.write("")
         title = "Dry run (nothing changed)" if dry_run else "Fees charged"

@@ -3,6 +3,7 @@ import sys
 from django.core.management.base import BaseCommand
 
 from transactions.selectors import ledger_reconcile
+from wallet_project.db import long_running_timeouts
 
 
 class Command(BaseCommand):
@@ -23,32 +24,14 @@ class Command(BaseCommand):
                 self.stderr.write(f"\rchecked {checked} wallets", ending="")
                 self.stderr.flush()
 
-        report = ledger_reconcile(batch_size=batch_size, progress=progress)
+        with long_running_timeouts():
+            report = ledger_reconcile(batch_size=batch_size, progress=progress)
         if not quiet:
             self.stderr.write("")
-        problems = (
-            report.balance_mismatches
-            + report.negative_balances
-            + report.unbalanced_transactions
-            + report.held_mismatches
-            + report.event_gaps
-        )
-        for problem in problems:
+        for problem in report.problems:
             self.stdout.write(f"  {problem}")
         if report.clean:
-            self.stdout.write(
-                self.style.SUCCESS(
-                    f"Ledger clean: {report.wallets_checked} wallets, "
-                    "every transaction balanced."
-                )
-            )
+            self.stdout.write(self.style.SUCCESS(report.summary))
             return
-        summary = (
-            f"Ledger NOT clean: {len(report.balance_mismatches)} balance mismatches, "
-            f"{len(report.negative_balances)} negative balances, "
-            f"{len(report.unbalanced_transactions)} unbalanced transactions, "
-            f"{len(report.held_mismatches)} held mismatches, "
-            f"{len(report.event_gaps)} wallets with event gaps."
-        )
-        self.stdout.write(self.style.ERROR(summary))
+        self.stdout.write(self.style.ERROR(report.summary))
         sys.exit(1)
