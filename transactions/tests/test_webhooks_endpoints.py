@@ -221,3 +221,14 @@ def test_the_target_connects_to_the_checked_address_and_names_the_host(
     assert target.host_header == "localhost:8080"
     assert target.path == "/hook?x=1"
     assert webhooks.url_target("https://93.184.215.14/").host_header == "93.184.215.14"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254/latest/meta-data/", "http://[::ffff:169.254.169.254]/"],
+)
+def test_a_cloud_metadata_address_is_refused_even_on_private_networks(
+    allow_private, url
+):
+    with pytest.raises(webhooks.UrlNotAllowed, match="metadata"):
+        webhooks.url_target(url)

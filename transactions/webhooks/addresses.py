@@ -89,6 +89,13 @@ def address_is_public(address: IPAddress) -> bool:
     )
 
 
+def _is_metadata(address: IPAddress) -> bool:
+    embedded = _embedded_ipv4(address)
+    return address in METADATA_ADDRESSES or (
+        embedded is not None and embedded in METADATA_ADDRESSES
+    )
+
+
 def _refuse(reason) -> UrlNotAllowed:
     return UrlNotAllowed(reason=reason)
 
@@ -151,10 +158,14 @@ def _resolve(hostname: str, port: int) -> list[IPAddress]:
 
 def url_target(url: str) -> Target:
     """The URL checked and resolved: every address its host resolves to must be
-    public (unless WEBHOOKS_ALLOW_PRIVATE_NETWORKS), and the first is the one
-    to connect to. UrlNotAllowed says why not."""
+    public (unless WEBHOOKS_ALLOW_PRIVATE_NETWORKS; a cloud metadata address
+    never), and the first is the one to connect to. UrlNotAllowed says why
+    not."""
     scheme, hostname, port, path = url_parse(url)
     addresses = _resolve(hostname, port)
+    # Cloud metadata services hand out credentials: never, whatever the setting.
+    if any(_is_metadata(address) for address in addresses):
+        raise _refuse(_("its host resolves to a cloud metadata address."))
     if not settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS and not all(
         address_is_public(address) for address in addresses
     ):
