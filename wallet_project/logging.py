@@ -25,6 +25,19 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Beat runs these every second or so: their routine INFO lines (sent, received,
+# succeeded) would drown everything else. Warnings and errors still show.
+QUIET_TASKS = ("webhooks_dispatch", "webhooks-dispatch")
+
+
+class QuietTasksFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or not record.name.startswith("celery"):
+            return True
+        message = record.getMessage()
+        return not any(name in message for name in QUIET_TASKS)
+
+
 class JsonLogFormatter(JsonFormatter):
     """`{"time", "level", "logger", "message", "request_id", ...extra, "exc_info"}`.
 
@@ -46,7 +59,10 @@ def logging_config(*, level: str = "INFO", json: bool = True) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": "wallet_project.logging.RequestIdFilter"}},
+        "filters": {
+            "request_id": {"()": "wallet_project.logging.RequestIdFilter"},
+            "quiet_tasks": {"()": "wallet_project.logging.QuietTasksFilter"},
+        },
         "formatters": {
             "json": {"()": "wallet_project.logging.JsonLogFormatter"},
             "text": {
@@ -58,7 +74,7 @@ def logging_config(*, level: str = "INFO", json: bool = True) -> dict[str, Any]:
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": "json" if json else "text",
-                "filters": ["request_id"],
+                "filters": ["request_id", "quiet_tasks"],
             }
         },
         "root": {"handlers": ["console"], "level": level},
