@@ -84,6 +84,8 @@ COMPOSE_NGINX = {
     "user": "nginx",
     "listen": "8080",
     "upstream": "web:8000",
+    # Looked up again as Docker's DNS answers expire (a recreated web container).
+    "upstream_resolve": " resolve",
     "static_root": "/var/www/wallet/static",
     "media_root": "/var/www/wallet/media",
     "temp_dir": "/var/cache/nginx",
@@ -576,6 +578,7 @@ class Stack:
                 user=f"{user} {group}",
                 listen=f"127.0.0.1:{port}",
                 upstream=self.web_url.removeprefix("http://"),
+                upstream_resolve="",
                 static_root=str(self.static_root),
                 media_root=str(self.media_root),
                 temp_dir=str(self.workdir / "nginx-temp"),
