@@ -127,6 +127,7 @@ def test_idempotent_operations_document_the_replay_header(schema):
         ("/api/v1/transfers/", "post"),
         ("/api/v1/wallets/{wallet_id}/topups/", "post"),
         ("/api/v1/wallets/{wallet_id}/payouts/", "post"),
+        ("/api/v1/service/topups/{topup_id}/reversal/", "post"),
     }
 
 
