@@ -20,6 +20,7 @@ from accounts.tests.factories import PASSWORD, UserFactory
 from fees.services import fee_charge_due
 from transactions.ledger import payout_create, topup_create, transfer_create
 from transactions.models import Payout
+from transactions.webhooks import endpoint_create
 from wallets.models import Wallet
 
 pytestmark = pytest.mark.hostile
@@ -43,11 +44,15 @@ def objects(user, other_user, make_wallet, rates, service_account):
     payout = payout_create(
         wallet=wallet, amount=Decimal("50.00"), destination="card_tok", initiator=user
     )
+    endpoint = endpoint_create(
+        user=user, url="https://93.184.215.14/hooks", event_types=["*"]
+    )
     return {
         "wallet": str(wallet.id),
         "transaction": str(posting.transaction.id),
         "topup": str(topup.id),
         "payout": str(payout.id),
+        "endpoint": str(endpoint.id),
     }
 
 
@@ -72,6 +77,12 @@ def _matrix(o: dict) -> list[tuple[str, str, dict | None]]:
             f"/api/v1/wallets/{w}/payouts/",
             {"amount": "1.00", "destination": "card_tok"},
         ),
+        ("get", f"/api/v1/wallets/{w}/balance/?as_of=2030-01-01T00:00:00Z", None),
+        ("get", f"/api/v1/wallets/{w}/statement/", None),
+        ("get", f"/api/v1/wallets/{w}/statement/?format=csv", None),
+        ("get", f"/api/v1/wallets/{w}/statement/?format=pdf", None),
+        ("get", f"/api/v1/webhook-endpoints/{o['endpoint']}/", None),
+        ("post", f"/api/v1/webhook-endpoints/{o['endpoint']}/rotate-secret/", None),
         ("get", f"/api/v1/payouts/{o['payout']}/", None),
         ("post", f"/api/v1/payouts/{o['payout']}/cancel/", None),
         (
