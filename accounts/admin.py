@@ -14,6 +14,7 @@ from rest_framework_simplejwt.token_blacklist.models import (
 
 from accounts.models import User, normalize_email
 from wallet_project.admin_forms import ReasonForm, reason_action
+from wallet_project.db_router import ReplicaChangelistMixin
 from wallets.models import Wallet
 
 
@@ -68,7 +69,7 @@ class WalletInline(admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(ReplicaChangelistMixin, DjangoUserAdmin):
     form = UserForm
     add_form = UserCreationForm
     ordering = ["-date_joined"]
@@ -179,7 +180,7 @@ class UserAdmin(DjangoUserAdmin):
 
 
 @admin.register(LogEntry)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     """The audit log: who (user), when (action_time), what (the object and the
     change), why (the reason each back-office action writes into the message).
     Read-only for everyone: an audit log that can be edited proves nothing."""
