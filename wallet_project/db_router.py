@@ -173,8 +173,9 @@ def _served_by() -> Iterator[set[str]]:
         for alias in (DEFAULT_DB_ALIAS, REPLICA):
 
             def record(execute, sql, params, many, context, alias=alias):
-                served.add(alias)
-                return execute(sql, params, many, context)
+                result = execute(sql, params, many, context)
+                served.add(alias)  # answered (a failed query answered nothing)
+                return result
 
             stack.enter_context(connections[alias].execute_wrapper(record))
         yield served
@@ -219,9 +220,11 @@ def _replica_lag() -> float | None:
     """Seconds the replica is behind; None if it cannot be reached."""
     connection = connections[REPLICA]
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(_LAG_SQL)
-            lag, in_recovery = cursor.fetchone()
+        connection.ensure_connection()
+        with connection.wrap_database_errors:
+            # On psycopg's connection itself (autocommit): not one of the
+            # request's queries (DATABASE_ROUTING_HEADER).
+            lag, in_recovery = connection.connection.execute(_LAG_SQL).fetchone()
     except (OperationalError, InterfaceError) as exc:
         logger.warning("replica unreachable, reading from the primary: %s", exc)
         _close(connection)
