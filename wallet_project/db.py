@@ -33,7 +33,7 @@ from weakref import WeakKeyDictionary
 
 import psycopg
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, InternalError, OperationalError, connections
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 
@@ -121,3 +121,24 @@ def execute_and_commit(sql: str, params: Sequence[Any] | Mapping[str, Any]) -> N
     with connection.wrap_database_errors, raw.pipeline():
         cursor.execute(sql, params)
         raw.commit()
+
+
+def _lost_connection(execute, sql, params, many, context):
+    try:
+        return execute(sql, params, many, context)
+    except InternalError as exc:
+        raw = context["connection"].connection
+        if raw is not None and raw.closed:
+            raise OperationalError(*exc.args) from exc
+        raise
+
+
+def connection_lost_is_unavailable(sender, connection, **kwargs) -> None:
+    """`connection_created` (behind a pooler): a query whose connection broke
+    under it is the database being unavailable (a 503), however psycopg words
+    it. PgBouncer answers a query sent to a server connection that was killed
+    with that server's FATAL error and then its own ("server conn crashed?"),
+    both for one command: psycopg's InternalError "received 2 results"."""
+    if settings.DATABASE_POOLER and _lost_connection not in connection.execute_wrappers:
+        # First: `execute_wrapper()` blocks open now pop the last one.
+        connection.execute_wrappers.insert(0, _lost_connection)
