@@ -94,8 +94,8 @@ class PostgresCluster:
 
 
 @contextlib.contextmanager
-def own_postgres() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
+def own_postgres(**options) -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster(**options)
     try:
         cluster.init()
         cluster.start()
