@@ -710,8 +710,11 @@ class StreamingReplica:
         from tests.hostile.services import PostgresCluster
 
         self.primary = primary
+        # The primary's options too: a standby needs max_connections and the
+        # like at least as high as its primary's.
         self.cluster = PostgresCluster(
-            options=f"-c hot_standby=on -c recovery_min_apply_delay={apply_delay}"
+            options=f"{primary.options} -c hot_standby=on "
+            f"-c recovery_min_apply_delay={apply_delay}"
         )
 
     @property
@@ -732,7 +735,12 @@ class StreamingReplica:
             "--no-sync",
             timeout=300,
         )
-        self.cluster.start()
+        try:
+            self.cluster.start()
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(
+                "the replica did not start:\n" + self.cluster.log.read_text()
+            ) from exc
         return self
 
     def stop(self) -> None:
