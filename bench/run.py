@@ -931,6 +931,7 @@ class Bench:
                         seconds,
                         db_url,
                         replica.url(db_url),
+                        env["SECRET_KEY"],
                     )
             clean, line = reconcile(env)
             if not clean:
@@ -985,6 +986,7 @@ class Bench:
         seconds: int,
         primary_url: str,
         replica_url: str,
+        secret_key: str,
     ) -> None:
         log(f"scale-out: {title}")
         stack = Stack.start(
@@ -994,7 +996,8 @@ class Bench:
             web_workers=self.web_workers,
             web_nodes=nodes,
             settings_module="bench.settings",
-            env={**self.stack_env(), **more},
+            # The key the prepared tokens are signed with.
+            env={**self.stack_env(), "SECRET_KEY": secret_key, **more},
         )
         loads = [*SCALE_LOADS]
         if setup == "2-nodes":
@@ -1027,9 +1030,10 @@ class Bench:
                     self.replica_xacts(replica_url) - replica_before
                 )
                 problems = []
-                if result.server_errors or result.socket_errors:
+                if result.server_errors or result.socket_errors or not result.ok_per_s:
                     problems.append(
-                        f"{result.server_errors} 5xx, {result.socket_errors} socket errors"
+                        f"{result.server_errors} 5xx, {result.socket_errors} socket "
+                        f"errors, statuses {result.statuses}"
                     )
                 if setup != "1-node" and sampled.peak > self.pgbouncer_pool:
                     problems.append(

@@ -195,9 +195,9 @@ _health = _Health()
 
 
 def _replica_usable() -> bool:
-    """Replay lag within REPLICA_MAX_LAG_SECONDS at the last reading (taken now
-    when it is older than LAG_CHECK_SECONDS; while another request takes it, the
-    last one stands)."""
+    """Replay lag within REPLICA_MAX_LAG_SECONDS at a reading at most
+    LAG_CHECK_SECONDS old (taken now when it is older; while another request of
+    this process takes it, the primary answers)."""
     now = time.monotonic()
     if now >= _health.checked_at + LAG_CHECK_SECONDS and not _health.checking:
         _health.checking = True
