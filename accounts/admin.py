@@ -14,7 +14,7 @@ from rest_framework_simplejwt.token_blacklist.models import (
 
 from accounts.models import User, normalize_email
 from wallet_project.admin_forms import ReasonForm, reason_action
-from wallet_project.db_router import ReplicaChangelistMixin
+from wallet_project.replica import ReplicaChangelistMixin
 from wallets.models import Wallet
 
 

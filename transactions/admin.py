@@ -26,8 +26,8 @@ from accounts.models import User
 from transactions import ledger
 from transactions.models import Entry, Hold, Payout, TopUp, Transaction
 from wallet_project.admin_forms import ServiceOnlyAdmin, reason_action
-from wallet_project.db_router import ReplicaChangelistMixin
 from wallet_project.errors import DomainError
+from wallet_project.replica import ReplicaChangelistMixin
 from wallets.models import Wallet
 from wallets.money import money_str
 

@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 
-from wallet_project.db_router import ReplicaChangelistMixin
+from wallet_project.replica import ReplicaChangelistMixin
 
 
 class ReasonForm(forms.Form):

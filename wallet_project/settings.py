@@ -58,7 +58,7 @@ MIDDLEWARE = [
     # Request id + one JSON access line per request (first: it sees everything).
     "wallet_project.middleware.RequestLogMiddleware",
     # Read-your-writes: a user who writes reads from the primary for a while.
-    "wallet_project.db_router.ReplicaPinMiddleware",
+    "wallet_project.replica.ReplicaPinMiddleware",
     # /healthz and /readyz, answered before host validation and the HTTPS redirect.
     "wallet_project.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -133,7 +133,7 @@ if env.bool("DATABASE_POOL", default=False):
         "max_size": env.int("DATABASE_POOL_MAX", default=20),
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
     }
-# Scaling out (wallet_project/db_router.py, README "Scaling out"). A pooler in
+# Scaling out (wallet_project/db_router.py and replica.py, README "Scaling out"). A pooler in
 # transaction mode (DATABASE_POOLER=pgbouncer) hands each transaction whichever
 # server connection is free: nothing may outlive a transaction there, so no
 # prepared statements (wallet_project/db.py) and no WITH HOLD cursors.

@@ -21,8 +21,8 @@ from django.views.decorators.http import require_POST
 
 from transactions import ledger
 from wallet_project.admin_forms import AdjustmentForm, ReasonForm, reason_action
-from wallet_project.db_router import ReplicaChangelistMixin
 from wallet_project.errors import DomainError
+from wallet_project.replica import ReplicaChangelistMixin
 from wallets import services
 from wallets.models import ExchangeRate, Wallet
 

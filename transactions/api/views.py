@@ -19,9 +19,9 @@ from transactions.api.serializers import (
 )
 from transactions.models import Entry, Transaction
 from wallet_project.api import error_response
-from wallet_project.db_router import replica_reads
 from wallet_project.filters import DatabaseDateTimeFilter
 from wallet_project.lean import LeanMixin, json_response
+from wallet_project.replica import replica_reads
 from wallets.errors import WalletNotFound
 from wallets.selectors import wallet_get_for_user
 

@@ -9,15 +9,9 @@ import pytest
 from django.http import HttpResponse
 from django.test import RequestFactory
 
-from wallet_project import db_router
-from wallet_project.db_router import (
-    PrimaryReplicaRouter,
-    ReplicaPinMiddleware,
-    pin_to_primary,
-    read_alias,
-    reading_from,
-    replica_alias,
-)
+from wallet_project import replica
+from wallet_project.db_router import PrimaryReplicaRouter, read_alias, reading_from
+from wallet_project.replica import ReplicaPinMiddleware, pin_to_primary, replica_alias
 from wallets.models import Wallet
 
 # Only `"replica" in settings.DATABASES` is read here; no connection is made.
@@ -71,8 +65,8 @@ def test_a_write_pins_its_user_to_the_primary_and_a_read_does_not():
     middleware(_request("GET", reader))
     middleware(_request("POST", writer))
 
-    assert db_router._pinned(writer)
-    assert not db_router._pinned(reader)
+    assert replica._pinned(writer)
+    assert not replica._pinned(reader)
     # Pinned: the primary, before the replica is even asked for its lag.
     assert replica_alias(_request("GET", writer)) == "default"
     assert replica_alias(_request("POST", reader)) == "default"  # never unsafe
@@ -87,6 +81,6 @@ def test_a_pin_lasts_replica_pin_seconds(settings):
     from django.core.cache import cache
 
     ttl = cache._cache.get_client(write=False).ttl(
-        cache.make_key(db_router._pin_key(user))
+        cache.make_key(replica._pin_key(user))
     )
     assert 0 < ttl <= 1
