@@ -25,10 +25,11 @@ Environment (all optional):
 
 Scale-out (scenario `scale-out`): on a PostgreSQL cluster of its own (fsync on), a
 streaming replica of it and PgBouncer in front of both, the hot, spread, GET and
-history loads run three times: one node straight to PostgreSQL (prepared
-statements), one node through PgBouncer (none), two nodes (two Gunicorn masters
-behind Nginx's upstream) through PgBouncer with history on the replica; then 256
-connections on the two nodes, while PostgreSQL's server connections are sampled.
+history loads run on: one node straight to PostgreSQL (prepared statements), the
+same without prepared statements, one node through PgBouncer (none), two nodes
+(two Gunicorn masters behind Nginx's upstream) through PgBouncer with history on
+the replica (then 256 connections on them), and the first setup again (the
+machine's drift); PostgreSQL's server connections are sampled throughout.
 """
 
 from __future__ import annotations
@@ -184,8 +185,12 @@ SCALE_LOADS = [
 ]
 SCALE_SETUPS = [
     ("1-node", "1 node, PostgreSQL direct"),
+    # What PgBouncer 1.18 costs, in two parts: no prepared statements, the hop.
+    ("unprepared", "1 node, direct, unprepared"),
     ("pgbouncer", "1 node, PgBouncer"),
     ("2-nodes", "2 nodes, PgBouncer + replica"),
+    # The first setup again: how far the machine drifted meanwhile.
+    ("1-node-again", "1 node, PostgreSQL direct, again"),
 ]
 
 
@@ -326,6 +331,10 @@ def wrk_result(scenario: Scenario, data: dict) -> Result:
             "latency_ms": data["latency_ms"],
         },
     )
+
+
+def database_url_kind(setup: str) -> str:
+    return "pgbouncer" if setup in ("pgbouncer", "2-nodes") else "direct"
 
 
 class ServerConnections:
@@ -903,6 +912,8 @@ class Bench:
                 replica.wait_for_replay(db_url, timeout=300)
                 setups = {
                     "1-node": (db_url, 1, {}),
+                    "1-node-again": (db_url, 1, {}),
+                    "unprepared": (db_url, 1, {"DATABASE_POOLER": "pgbouncer"}),
                     "pgbouncer": (
                         bouncer.url(db_url),
                         1,
@@ -940,7 +951,7 @@ class Bench:
         by_name = {r.name: r for r in self.results}
         for load, *_ in SCALE_LOADS:
             single = by_name.get(f"{load}@1-node")
-            for setup in ("pgbouncer", "2-nodes"):
+            for setup in ("unprepared", "pgbouncer", "2-nodes", "1-node-again"):
                 other = by_name.get(f"{load}@{setup}")
                 if single and other and single.ok_per_s:
                     self.scale_ratios[f"{load} {setup}/1-node"] = round(
@@ -1037,7 +1048,9 @@ class Bench:
                         f"{result.server_errors} 5xx, {result.socket_errors} socket "
                         f"errors, statuses {result.statuses}"
                     )
-                if setup != "1-node" and sampled.peak > self.pgbouncer_pool:
+                if "pgbouncer" in database_url_kind(setup) and (
+                    sampled.peak > self.pgbouncer_pool
+                ):
                     problems.append(
                         f"{sampled.peak} server connections > pool {self.pgbouncer_pool}"
                     )
