@@ -104,8 +104,9 @@ BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/wallet_bench
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/8
 bench: install
 	@command -v wrk >/dev/null && command -v pgbench >/dev/null && command -v nginx >/dev/null \
-		|| sudo -n apt-get install -y wrk postgresql-client nginx-light \
-		|| apt-get install -y wrk postgresql-client nginx-light
+		&& command -v pgbouncer >/dev/null \
+		|| sudo -n apt-get install -y wrk postgresql-client nginx-light pgbouncer \
+		|| apt-get install -y wrk postgresql-client nginx-light pgbouncer
 	BENCH_DATABASE_URL=$(BENCH_DATABASE_URL) BENCH_REDIS_URL=$(BENCH_REDIS_URL) \
 		$(BIN)/python -m bench.run
 

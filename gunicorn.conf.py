@@ -166,6 +166,10 @@ def on_starting(server):
     that cannot be asked now is only a warning, as at worker start."""
     if os.environ.get("DATABASE_CONNECTION_BUDGET_CHECK", "true") == "false":
         return
+    if os.environ.get("DATABASE_POOLER"):
+        # Behind PgBouncer the server sees its pool, not these processes: the
+        # budget is PgBouncer's pool size (README: Scaling out).
+        return
     result = subprocess.run(  # noqa: S603 - our own module, our own interpreter
         [
             *(sys.executable, "-m", "wallet_project.capacity"),

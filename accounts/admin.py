@@ -27,6 +27,7 @@ from accounts.second_factor import (
     totp_device_confirmed,
 )
 from wallet_project.admin_forms import ReasonForm, reason_action
+from wallet_project.replica import ReplicaChangelistMixin
 from wallets.models import Wallet
 
 
@@ -81,7 +82,7 @@ class WalletInline(admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(ReplicaChangelistMixin, DjangoUserAdmin):
     form = UserForm
     add_form = UserCreationForm
     ordering = ["-date_joined"]
@@ -267,7 +268,7 @@ class UserAdmin(DjangoUserAdmin):
 
 
 @admin.register(LogEntry)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     """The audit log: who (user), when (action_time), what (the object and the
     change), why (the reason each back-office action writes into the message).
     Read-only for everyone: an audit log that can be edited proves nothing."""

@@ -16,3 +16,11 @@ class AccountsConfig(AppConfig):
 
         # The back-office groups (support, finance), rebuilt after every migrate.
         post_migrate.connect(roles_post_migrate, dispatch_uid="accounts.roles")
+
+        from django.db.backends.signals import connection_created
+
+        from wallet_project.db import connection_lost_is_unavailable
+
+        connection_created.connect(
+            connection_lost_is_unavailable, dispatch_uid="wallet_project.db.lost"
+        )

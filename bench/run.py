@@ -24,6 +24,15 @@ Environment (all optional):
   BENCH_KEEP_DB        keep the database afterwards (1)
   JWT_USER_CACHE_SECONDS  the web processes' user cache (5; 0 = a query per request)
   BENCH_STACK_ENV      more settings for the stack: "DATABASE_POOL_TIMEOUT=2,..."
+  BENCH_PGBOUNCER_POOL PgBouncer's server connections in the scale-out run (20)
+
+Scale-out (scenario `scale-out`): on a PostgreSQL cluster of its own (fsync on), a
+streaming replica of it and PgBouncer in front of both, the hot, spread, GET and
+history loads run on: one node straight to PostgreSQL (prepared statements), the
+same without prepared statements, one node through PgBouncer (none), two nodes
+(two Gunicorn masters behind Nginx's upstream) through PgBouncer with history on
+the replica (then 256 connections on them), and the first setup again (the
+machine's drift); PostgreSQL's server connections are sampled throughout.
 """
 
 from __future__ import annotations
@@ -201,6 +210,24 @@ SCENARIOS = [
     # seconds, rows/s and the web workers' RSS before/peak (it must stay flat).
     Scenario("statement-csv", "5d. statement CSV, all 1M entries", "export", 0),
     Scenario("fees", "7. charge_fees over due wallets", "fees", 0),
+    Scenario("scale-out", "9. scale-out: PgBouncer, replica, 2 nodes", "scaleout", 20),
+]
+
+# The scale-out run's loads, each on 1 node, 1 node + PgBouncer, 2 nodes.
+SCALE_LOADS = [
+    ("hot", "operation", "hot", 64),
+    ("spread", "operation", "spread", 64),
+    ("get", "get", "spread", 64),
+    ("history", "history", "spread-history", 64),
+]
+SCALE_SETUPS = [
+    ("1-node", "1 node, PostgreSQL direct"),
+    # What PgBouncer 1.18 costs, in two parts: no prepared statements, the hop.
+    ("unprepared", "1 node, direct, unprepared"),
+    ("pgbouncer", "1 node, PgBouncer"),
+    ("2-nodes", "2 nodes, PgBouncer + replica"),
+    # The first setup again: how far the machine drifted meanwhile.
+    ("1-node-again", "1 node, PostgreSQL direct, again"),
 ]
 
 
@@ -343,6 +370,46 @@ def wrk_result(scenario: Scenario, data: dict) -> Result:
     )
 
 
+def database_url_kind(setup: str) -> str:
+    return "pgbouncer" if setup in ("pgbouncer", "2-nodes") else "direct"
+
+
+class ServerConnections:
+    """Samples, every 0.1 s while open, how many server connections PostgreSQL
+    has to `database_url`'s database (pg_stat_activity); `.peak` the most seen."""
+
+    def __init__(self, database_url: str) -> None:
+        import threading
+
+        self.url = database_url
+        self.peak = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psycopg
+
+        dbname = self.url.rsplit("/", 1)[1]
+        admin = self.url.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            while not self._done.is_set():
+                (count,) = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                    "AND backend_type = 'client backend'",
+                    [dbname],
+                ).fetchone()
+                self.peak = max(self.peak, count)
+                self._done.wait(0.1)
+
+    def __enter__(self) -> ServerConnections:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 # --- the run -----------------------------------------------------------------------------
 
 
@@ -380,6 +447,8 @@ class Bench:
         self.stack: Stack | None = None
         self.env: dict = {}
         self.files: dict[str, Path] = {}
+        self.scale_ratios: dict[str, float | None] = {}
+        self.pgbouncer_pool = int(os.environ.get("BENCH_PGBOUNCER_POOL", "20"))
 
     def wanted(self, scenario: Scenario) -> bool:
         return not self.only or scenario.name in self.only
@@ -430,6 +499,19 @@ class Bench:
 
     # -- setup ----------------------------------------------------------------------
 
+    def stack_env(self) -> dict[str, str]:
+        return {
+            "JWT_ACCESS_MINUTES": "600",
+            "DATABASE_POOL": "true",
+            "JWT_USER_CACHE_SECONDS": self.user_cache,
+            # Extra settings for the web processes, e.g. DATABASE_POOL_TIMEOUT=2.
+            **dict(
+                item.split("=", 1)
+                for item in os.environ.get("BENCH_STACK_ENV", "").split(",")
+                if "=" in item
+            ),
+        }
+
     def start_stack(self) -> None:
         log(f"starting nginx + gunicorn (gevent, {self.web_workers} workers)")
         self.stack = Stack.start(
@@ -438,17 +520,7 @@ class Bench:
             celery=False,
             web_workers=self.web_workers,
             settings_module="bench.settings",
-            env={
-                "JWT_ACCESS_MINUTES": "600",
-                "DATABASE_POOL": "true",
-                "JWT_USER_CACHE_SECONDS": self.user_cache,
-                # Extra settings for the web processes, e.g. DATABASE_POOL_TIMEOUT=2.
-                **dict(
-                    item.split("=", 1)
-                    for item in os.environ.get("BENCH_STACK_ENV", "").split(",")
-                    if "=" in item
-                ),
-            },
+            env=self.stack_env(),
         )
         self.env = self.stack.env
 
@@ -1213,6 +1285,186 @@ class Bench:
         self.results.append(result)
         self.show(result)
 
+    def scaleout(self, scenario: Scenario) -> None:
+        """The scale-out run (module docstring), on a cluster of its own: the
+        machine's server cannot be base-backed-up or given a replica."""
+        from tests.hostile.services import own_postgres
+        from tests.stack import pgbouncer, streaming_replica
+
+        seconds = self.seconds(scenario)
+        log("scale-out: own PostgreSQL cluster (fsync on), replica, PgBouncer")
+        with own_postgres(options="-c fsync=on -c max_connections=300") as cluster:
+            db_url = create_database(cluster.url, prefix="wallet_bench")
+            dbname = db_url.rsplit("/", 1)[1]
+            env = _base_env(db_url, self.redis_url)
+            manage("migrate", "--noinput", env=env)
+            files = self.scale_files(env)
+            with (
+                streaming_replica(cluster) as replica,
+                pgbouncer(
+                    cluster.url,
+                    pool_size=self.pgbouncer_pool,
+                    databases={
+                        f"{dbname}_replica": f"host=127.0.0.1 port={replica.port} "
+                        f"dbname={dbname}"
+                    },
+                ) as bouncer,
+            ):
+                replica.wait_for_replay(db_url, timeout=300)
+                setups = {
+                    "1-node": (db_url, 1, {}),
+                    "1-node-again": (db_url, 1, {}),
+                    "unprepared": (db_url, 1, {"DATABASE_POOLER": "pgbouncer"}),
+                    "pgbouncer": (
+                        bouncer.url(db_url),
+                        1,
+                        {"DATABASE_POOLER": "pgbouncer"},
+                    ),
+                    "2-nodes": (
+                        bouncer.url(db_url),
+                        2,
+                        {
+                            "DATABASE_POOLER": "pgbouncer",
+                            "DATABASE_REPLICA_URL": bouncer.url(
+                                db_url, f"{dbname}_replica"
+                            ),
+                        },
+                    ),
+                }
+                for setup, title in SCALE_SETUPS:
+                    url, nodes, more = setups[setup]
+                    self.scale_setup(
+                        setup,
+                        title,
+                        url,
+                        nodes,
+                        more,
+                        files,
+                        seconds,
+                        db_url,
+                        replica.url(db_url),
+                        env["SECRET_KEY"],
+                    )
+            clean, line = reconcile(env)
+            if not clean:
+                self.results[-1].check_ok = False
+                self.results[-1].check += f"; {line}"
+        by_name = {r.name: r for r in self.results}
+        for load, *_ in SCALE_LOADS:
+            single = by_name.get(f"{load}@1-node")
+            for setup in ("unprepared", "pgbouncer", "2-nodes", "1-node-again"):
+                other = by_name.get(f"{load}@{setup}")
+                if single and other and single.ok_per_s:
+                    self.scale_ratios[f"{load} {setup}/1-node"] = round(
+                        other.ok_per_s / single.ok_per_s, 2
+                    )
+
+    @staticmethod
+    def replica_xacts(replica_url: str) -> int:
+        return int(
+            psql(
+                replica_url,
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                "WHERE datname = current_database()",
+            )
+        )
+
+    def scale_files(self, env: dict) -> dict[str, Path]:
+        log("scale-out: preparing users, wallets and tokens")
+        hot, spread = self.tmp / "scale-hot.tsv", self.tmp / "scale-spread.tsv"
+        prepare(env, "users", "--count", "1", "--out", str(hot), "--prefix", "hot")
+        prepare(
+            env, "users", "--count", "1000", "--out", str(spread), "--prefix", "spread"
+        )
+        history = self.tmp / "scale-history.tsv"
+        history.write_text(
+            "".join(
+                f"/api/v1/wallets/{wallet}/transactions/\t{token}\n"
+                for wallet, token, _ in (
+                    line.split("\t") for line in spread.read_text().splitlines()
+                )
+            )
+        )
+        return {"hot": hot, "spread": spread, "spread-history": history}
+
+    def scale_setup(
+        self,
+        setup: str,
+        title: str,
+        database_url: str,
+        nodes: int,
+        more: dict[str, str],
+        files: dict[str, Path],
+        seconds: int,
+        primary_url: str,
+        replica_url: str,
+        secret_key: str,
+    ) -> None:
+        log(f"scale-out: {title}")
+        stack = Stack.start(
+            database_url=database_url,
+            redis_url=self.redis_url,
+            celery=False,
+            web_workers=self.web_workers,
+            web_nodes=nodes,
+            settings_module="bench.settings",
+            # The key the prepared tokens are signed with.
+            env={**self.stack_env(), "SECRET_KEY": secret_key, **more},
+        )
+        loads = [*SCALE_LOADS]
+        if setup == "2-nodes":
+            loads.append(("overload", "operation", "spread", 256))
+        try:
+            for load, mode, targets, connections in loads:
+                scenario = Scenario(
+                    f"{load}@{setup}",
+                    f"9. {load} ({title})",
+                    "wrk",
+                    seconds,
+                    connections=connections,
+                    mode=mode,
+                    targets=targets,
+                )
+                run_wrk(
+                    stack.url,
+                    Scenario(**{**asdict(scenario), "seconds": 2}),
+                    files[targets],
+                )
+                replica_before = self.replica_xacts(replica_url)
+                with ServerConnections(primary_url) as sampled:
+                    result = wrk_result(
+                        scenario, run_wrk(stack.url, scenario, files[targets])
+                    )
+                result.extra["server_connections_max"] = sampled.peak
+                time.sleep(1)  # the replica's statistics are flushed within a second
+                # Transactions the replica ran meanwhile: history is read there.
+                result.extra["replica_transactions"] = (
+                    self.replica_xacts(replica_url) - replica_before
+                )
+                problems = []
+                # Socket errors (wrk's 5 s timeouts under 256 connections on two
+                # shared cores) are latency, shown in their column.
+                if result.server_errors or not result.ok_per_s:
+                    problems.append(
+                        f"{result.server_errors} 5xx, {result.socket_errors} socket "
+                        f"errors, statuses {result.statuses}"
+                    )
+                if "pgbouncer" in database_url_kind(setup) and (
+                    sampled.peak > self.pgbouncer_pool
+                ):
+                    problems.append(
+                        f"{sampled.peak} server connections > pool {self.pgbouncer_pool}"
+                    )
+                result.check_ok = not problems
+                result.check = "; ".join(problems) or (
+                    f"server connections <= {sampled.peak}"
+                )
+                self.results.append(result)
+                self.show(result)
+                time.sleep(1)
+        finally:
+            stack.stop()
+
     # -- output -----------------------------------------------------------------------
 
     def show(self, r: Result) -> None:
@@ -1241,6 +1493,7 @@ class Bench:
             "transfers/floor-1000": ratio("transfers", "floor-1000"),
             "floor-hot/pgbench-hot": ratio("floor-hot", "pgbench-hot"),
             "floor-1000/pgbench-1000": ratio("floor-1000", "pgbench-1000"),
+            **self.scale_ratios,
         }
         header = (
             f"{'scenario':<42} {'conn':>4} {'req/s':>8} {'ok/s':>8} "

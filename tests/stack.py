@@ -23,7 +23,8 @@ API (everything else here is an implementation detail):
   `web_workers` (2); `celery` (True: start worker and beat); `settings_module`;
   `env` (extra environment for every process, e.g. `{"DATABASE_POOL_MAX": "8"}`);
   `trusted_proxies` (Nginx's TRUSTED_PROXIES: whose X-Forwarded-For it believes;
-  default none); `startup_timeout` (60 s).
+  default none); `web_nodes` (1: Gunicorn masters behind Nginx's upstream, logs
+  `web`, `web-2`...); `startup_timeout` (60 s).
 - `Stack`: `url` (Nginx, the way in), `web_url` (Gunicorn direct: only to prove a
   point), `env`, `workdir`, `static_root`, `media_root`, `request(method, path,
   json_body=, token=, headers=)` (through Nginx, returns `HttpResponse` with
@@ -40,6 +41,11 @@ API (everything else here is an implementation detail):
   `.start()` again on the same port (a receiver that is down for a while). The
   stack's processes run with WEBHOOKS_ALLOW_PRIVATE_NETWORKS=true, so endpoints
   may point at it.
+- Scaling out (opt-in): `pgbouncer(upstream_url, pool_size=, databases=)` runs
+  Debian's PgBouncer in transaction mode in front of a server (`.url(db_url)`: the
+  same database through it); `streaming_replica(primary, apply_delay=)` a hot
+  standby of a PostgresCluster of tests/hostile/services.py (pg_basebackup -R),
+  `.url(db_url)` the same database on it, `.wait_for_replay(primary_url)`.
 
 Each stack gets its own CACHE_KEY_PREFIX (throttle counters never leak between
 runs) and a fresh SECRET_KEY and JWT_SIGNING_KEY. Celery's queue is per Redis
@@ -470,6 +476,7 @@ class Stack:
         workdir: Path | None = None,
         trusted_proxies: str = "",
         startup_timeout: float = 60,
+        web_nodes: int = 1,
     ) -> Stack:
         owns_workdir = workdir is None
         if workdir is None:
@@ -477,9 +484,10 @@ class Stack:
         # Nginx's workers run as the user the master is started as (or as the
         # `user` of the config when that is root): they must reach these.
         os.chmod(workdir, 0o755)  # noqa: S103 - nothing secret in there
-        nginx_port, web_port = free_port(), free_port()
-        while web_port == nginx_port:
-            web_port = free_port()
+        ports = {free_port()}
+        while len(ports) < 1 + web_nodes:
+            ports.add(free_port())
+        nginx_port, web_port, *more_ports = ports
         static_root, media_root = workdir / "static", workdir / "media"
         media_root.mkdir()
         (workdir / "nginx-temp").mkdir()
@@ -514,14 +522,24 @@ class Stack:
         try:
             # --link: symlinks into the source tree, fast; Nginx follows them.
             stack.manage("collectstatic", "--noinput", "--link")
-            stack._start_nginx(nginx_port, trusted_proxies=trusted_proxies)
-            stack._spawn(
-                "web",
-                [
-                    *(sys.executable, "-m", "gunicorn", "wallet_project.wsgi"),
-                    *("-c", str(REPO / "gunicorn.conf.py")),
-                ],
-            )
+            stack._start_nginx(nginx_port, more_ports, trusted_proxies=trusted_proxies)
+            gunicorn = [
+                *(sys.executable, "-m", "gunicorn", "wallet_project.wsgi"),
+                *("-c", str(REPO / "gunicorn.conf.py")),
+            ]
+            stack._spawn("web", gunicorn)
+            for node, port in enumerate(more_ports, start=2):
+                # Another web node: its own master, port and control socket.
+                stack._spawn(
+                    f"web-{node}",
+                    gunicorn,
+                    env={
+                        "GUNICORN_BIND": f"127.0.0.1:{port}",
+                        "GUNICORN_CONTROL_SOCKET": str(
+                            workdir / f"gunicorn-{node}.ctl"
+                        ),
+                    },
+                )
             if celery:
                 node = f"stack-{secrets.token_hex(3)}@%h"
                 stack._spawn(
@@ -550,13 +568,15 @@ class Stack:
             raise
         return stack
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> None:
         log_path = self.workdir / f"{name}.log"
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
                 argv,
                 cwd=REPO,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -564,7 +584,9 @@ class Stack:
             )
         self._processes.append(_Process(name, popen, log_path))
 
-    def _start_nginx(self, port: int, *, trusted_proxies: str) -> None:
+    def _start_nginx(
+        self, port: int, more_web_ports: list[int], *, trusted_proxies: str
+    ) -> None:
         import grp
         import pwd
 
@@ -577,7 +599,13 @@ class Stack:
             render_nginx_conf(
                 user=f"{user} {group}",
                 listen=f"127.0.0.1:{port}",
-                upstream=self.web_url.removeprefix("http://"),
+                # More web nodes: more `server` lines in the upstream block.
+                upstream=";\n        server ".join(
+                    [
+                        self.web_url.removeprefix("http://"),
+                        *(f"127.0.0.1:{p}" for p in more_web_ports),
+                    ]
+                ),
                 upstream_resolve="",
                 static_root=str(self.static_root),
                 media_root=str(self.media_root),
@@ -655,7 +683,9 @@ class Stack:
         """Stop every process gracefully (Nginx first, so nothing new comes in), then
         SIGKILL whatever outlives `grace` seconds. Exit codes by process name."""
         order = {"nginx": 0, "web": 1, "beat": 2, "worker": 3}
-        processes = sorted(self._processes, key=lambda p: order.get(p.name, 9))
+        processes = sorted(
+            self._processes, key=lambda p: order.get(p.name.split("-")[0], 9)
+        )
         for process in processes:
             if process.popen.poll() is None:
                 # SIGQUIT: Nginx's graceful shutdown; SIGTERM: Gunicorn's and
@@ -708,6 +738,200 @@ def running_stack(**options) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
+
+
+# --- Scaling out: PgBouncer and a streaming replica (opt-in) ----------------------------
+
+PGBOUNCER_BINARY = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+
+
+def _as_service_user(argv: list[str]) -> list[str]:
+    """PgBouncer and PostgreSQL refuse to run as root: as the postgres user then."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *argv]
+    return argv
+
+
+def _with_address(url: str, port: int, dbname: str | None = None) -> str:
+    parts = urlsplit(url)
+    netloc = f"{parts.username or 'postgres'}@127.0.0.1:{port}"
+    path = f"/{dbname}" if dbname is not None else parts.path
+    return urlunsplit(parts._replace(netloc=netloc, path=path))
+
+
+def _wait_accepting(port: int, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(log.read_text(errors="replace")) from None
+            time.sleep(0.05)
+
+
+class PgBouncer:
+    """Debian's PgBouncer (1.18) in transaction pooling mode on a free loopback
+    port. Every database name passes through to `upstream_url`'s server (`* =`);
+    `databases` adds named entries (name -> libpq connect string, e.g. a replica).
+    At most `pool_size` server connections per database, whatever the clients."""
+
+    def __init__(
+        self,
+        upstream_url: str,
+        *,
+        pool_size: int = 10,
+        max_client_conn: int = 2000,
+        databases: dict[str, str] | None = None,
+    ) -> None:
+        self.upstream = urlsplit(upstream_url)
+        self.pool_size = pool_size
+        self.max_client_conn = max_client_conn
+        self.databases = databases or {}
+        self.root = Path(tempfile.mkdtemp(prefix="wallet-pgbouncer-"))
+        self.port = free_port()
+        self.log = self.root / "pgbouncer.log"
+        self.process: subprocess.Popen | None = None
+
+    def url(self, database_url: str, dbname: str | None = None) -> str:
+        """`database_url`'s database (or `dbname`) through this PgBouncer."""
+        return _with_address(database_url, self.port, dbname)
+
+    def start(self) -> PgBouncer:
+        user = self.upstream.username or "postgres"
+        entries = "".join(f"{name} = {dsn}\n" for name, dsn in self.databases.items())
+        (self.root / "userlist.txt").write_text(f'"{user}" ""\n')
+        conf = self.root / "pgbouncer.ini"
+        conf.write_text(
+            "[databases]\n"
+            f"{entries}"
+            f"* = host={self.upstream.hostname} port={self.upstream.port or 5432}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.root / 'userlist.txt'}\n"
+            f"admin_users = {user}\n"
+            "pool_mode = transaction\n"
+            f"default_pool_size = {self.pool_size}\n"
+            f"max_db_connections = {self.pool_size}\n"
+            "reserve_pool_size = 0\n"
+            f"max_client_conn = {self.max_client_conn}\n"
+            "ignore_startup_parameters = extra_float_digits\n"
+            f"logfile = {self.log}\npidfile = {self.root / 'pgbouncer.pid'}\n"
+        )
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+            for path in self.root.iterdir():
+                shutil.chown(path, "postgres", "postgres")
+        self.process = subprocess.Popen(
+            _as_service_user([PGBOUNCER_BINARY, str(conf)]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        _wait_accepting(self.port, self.process, self.log)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            # SIGTERM: PgBouncer 1.18's immediate shutdown.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        if not os.environ.get("KEEP_STACK_WORKDIR"):
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def pgbouncer(upstream_url: str, **options) -> Iterator[PgBouncer]:
+    bouncer = PgBouncer(upstream_url, **options)
+    try:
+        yield bouncer.start()
+    finally:
+        bouncer.stop()
+
+
+class StreamingReplica:
+    """A hot standby of `primary` (a tests/hostile/services.py PostgresCluster):
+    pg_basebackup -R from it, started on its own loopback port. `apply_delay`
+    (recovery_min_apply_delay, e.g. "20s") holds each commit back that long."""
+
+    def __init__(self, primary, *, apply_delay: str = "0") -> None:
+        from tests.hostile.services import PostgresCluster
+
+        self.primary = primary
+        # The primary's options too: a standby needs max_connections and the
+        # like at least as high as its primary's.
+        self.cluster = PostgresCluster(
+            options=f"{primary.options} -c hot_standby=on "
+            f"-c recovery_min_apply_delay={apply_delay}"
+        )
+
+    @property
+    def port(self) -> int:
+        return self.cluster.port
+
+    def url(self, database_url: str) -> str:
+        """`database_url`'s database on the replica."""
+        return _with_address(database_url, self.port)
+
+    def start(self) -> StreamingReplica:
+        from tests.hostile.services import _as_postgres, _pg_bin
+
+        _as_postgres(
+            _pg_bin("pg_basebackup"),
+            *("-D", str(self.cluster.data), "-R", "-X", "stream", "-c", "fast"),
+            *("-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres"),
+            "--no-sync",
+            timeout=300,
+        )
+        try:
+            self.cluster.start()
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(
+                "the replica did not start:\n" + self.cluster.log.read_text()
+            ) from exc
+        return self
+
+    def stop(self) -> None:
+        if self.cluster.running():
+            self.cluster.stop()
+
+    def wait_for_replay(self, primary_url: str, *, timeout: float = 60) -> None:
+        """Until the replica has replayed everything the primary had written when
+        this was called (its WAL position then)."""
+        import psycopg
+
+        with psycopg.connect(primary_url, autocommit=True) as conn:
+            (target,) = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.url(primary_url), autocommit=True) as conn:
+            while True:
+                (done,) = conn.execute(
+                    "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [target]
+                ).fetchone()
+                if done:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"replica has not replayed up to {target}")
+                time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def streaming_replica(primary, **options) -> Iterator[StreamingReplica]:
+    replica = StreamingReplica(primary, **options)
+    try:
+        yield replica.start()
+    finally:
+        if replica.cluster.running():
+            replica.cluster.stop_immediately()
+        shutil.rmtree(replica.cluster.root, ignore_errors=True)
 
 
 if __name__ == "__main__":

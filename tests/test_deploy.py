@@ -49,6 +49,9 @@ def test_compose_runs_the_designed_services():
         "redis",
         "mailpit",
         "migrate",
+        "pgbouncer",
+        "pgbouncer-replica",
+        "db-replica",
     }
     assert SERVICES["nginx"]["ports"] == [
         "${WALLET_HTTP_BIND:-127.0.0.1}:${WALLET_HTTP_PORT:-8080}:8080"
@@ -211,6 +214,29 @@ def test_compose_web_is_reached_only_through_nginx():
     assert COMPOSE_NGINX["upstream"] == "web:8000"
     assert web["environment"]["DATABASE_POOL"] == "true"
     assert web["environment"]["NUM_PROXIES"] == "${NUM_PROXIES:-1}"
+
+
+def test_compose_scales_out_through_pgbouncer_and_a_replica():
+    """The app reaches PostgreSQL through PgBouncer in transaction mode (a pinned
+    image), reads what the router allows from the replica, migrates straight on
+    the primary, and does not wait for the replica to start."""
+    for name in ("pgbouncer", "pgbouncer-replica"):
+        image = SERVICES[name]["image"]
+        assert image.startswith("edoburu/pgbouncer:v1.")
+        assert not image.endswith(":latest")
+        assert SERVICES[name]["environment"]["POOL_MODE"] == "transaction"
+    assert SERVICES["pgbouncer"]["environment"]["DB_HOST"] == "db"
+    assert SERVICES["pgbouncer-replica"]["environment"]["DB_HOST"] == "db-replica"
+    assert "pg_basebackup -h db" in _command("db-replica")
+    for name in APP_SERVICES:
+        environment = SERVICES[name]["environment"]
+        assert "@pgbouncer:5432/" in environment["DATABASE_URL"]
+        assert environment["DATABASE_POOLER"] == "pgbouncer"
+        assert "@pgbouncer-replica:5432/" in environment["DATABASE_REPLICA_URL"]
+        assert "db-replica" not in SERVICES[name]["depends_on"]
+    migrate = SERVICES["migrate"]["environment"]
+    assert "@db:5432/" in migrate["DATABASE_URL"]
+    assert migrate["DATABASE_POOLER"] == ""
 
 
 def test_compose_secrets_have_no_defaults():

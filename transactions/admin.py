@@ -27,6 +27,7 @@ from transactions import ledger
 from transactions.models import Entry, Hold, Payout, TopUp, Transaction
 from wallet_project.admin_forms import ServiceOnlyAdmin, reason_action
 from wallet_project.errors import DomainError
+from wallet_project.replica import ReplicaChangelistMixin
 from wallets.models import Wallet
 from wallets.money import money_str
 
@@ -106,7 +107,7 @@ class EntryInline(admin.TabularInline):
 
 
 @admin.register(Transaction)
-class TransactionAdmin(admin.ModelAdmin):
+class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "kind",

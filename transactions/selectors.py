@@ -14,6 +14,7 @@ from psycopg.types.numeric import Int8
 from accounts.models import User
 from transactions.models import Entry, Transaction
 from wallet_project.db import prepared_fetchall
+from wallet_project.db_router import read_alias
 from wallet_project.errors import NotFound
 from wallets.models import Wallet
 
@@ -140,6 +141,7 @@ def entry_page_for_user_wallet(
             "user": user_id,
             "user_kind": Wallet.Kind.USER.value,
         },
+        using=read_alias(),
     )
     if not rows:
         return None

@@ -15,6 +15,8 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 
+from wallet_project.replica import ReplicaChangelistMixin
+
 
 class ReasonForm(forms.Form):
     reason = forms.CharField(
@@ -81,7 +83,7 @@ def reason_action(
     return TemplateResponse(request, "admin/action_reason.html", context)
 
 
-class ServiceOnlyAdmin(admin.ModelAdmin):
+class ServiceOnlyAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     """Rows that only a service creates and changes (through the admin's actions):
     no add or delete, a change page without save buttons, and saving refused."""
 

@@ -78,6 +78,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Request id + one JSON access line per request (first: it sees everything).
     "wallet_project.middleware.RequestLogMiddleware",
+    # Read-your-writes: a user who writes reads from the primary for a while.
+    "wallet_project.replica.ReplicaPinMiddleware",
     # /healthz and /readyz, answered before host validation and the HTTPS redirect.
     "wallet_project.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -188,6 +190,47 @@ if env.bool("DATABASE_POOL", default=False):
         "max_size": env.int("DATABASE_POOL_MAX", default=20),
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
     }
+# Scaling out (wallet_project/db_router.py and replica.py, README "Scaling out"). A pooler in
+# transaction mode (DATABASE_POOLER=pgbouncer) hands each transaction whichever
+# server connection is free: nothing may outlive a transaction there, so no
+# prepared statements (wallet_project/db.py) and no WITH HOLD cursors.
+DATABASE_POOLER = env.str("DATABASE_POOLER", default="")
+if DATABASE_POOLER not in ("", "pgbouncer"):
+    raise ImproperlyConfigured('DATABASE_POOLER must be "" or "pgbouncer".')
+if DATABASE_POOLER:
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
+# A streaming replica for the reads views opt in to: the primary's settings, the
+# replica's address; never migrated (it replays the primary), and in tests the
+# test database itself.
+_replica_url = env.str("DATABASE_REPLICA_URL", default="")
+if _replica_url:
+    DATABASES["replica"] = {
+        **DATABASES["default"],
+        **env.db_url_config(_replica_url),
+        "OPTIONS": {**DATABASES["default"]["OPTIONS"]},
+        "TEST": {"MIRROR": "default"},
+    }
+    if "pool" in DATABASES["replica"]["OPTIONS"]:
+        # A replica that is down costs the request that finds out at most this
+        # long before it reads from the primary instead.
+        DATABASES["replica"]["OPTIONS"]["pool"] = {
+            **DATABASES["replica"]["OPTIONS"]["pool"],
+            "timeout": env.float("REPLICA_POOL_TIMEOUT", default=2.0),
+        }
+DATABASE_ROUTERS = ["wallet_project.db_router.PrimaryReplicaRouter"]
+# Read-your-writes: a user's reads stay on the primary this long after any write
+# of theirs. It must cover the largest lag the replica is read at (plus the second
+# a lag reading is kept), or a write could be missing from the replica after it.
+REPLICA_PIN_SECONDS = env.int("REPLICA_PIN_SECONDS", default=5)
+REPLICA_MAX_LAG_SECONDS = env.float("REPLICA_MAX_LAG_SECONDS", default=3.0)
+if _replica_url and REPLICA_PIN_SECONDS < REPLICA_MAX_LAG_SECONDS + 1:
+    raise ImproperlyConfigured(
+        "REPLICA_PIN_SECONDS must be at least REPLICA_MAX_LAG_SECONDS + 1."
+    )
+# Diagnostics and tests: `X-Database-Served-By: default,replica` on every response,
+# the aliases whose connections ran its queries. Off in production.
+DATABASE_ROUTING_HEADER = env.bool("DATABASE_ROUTING_HEADER", default=False)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and Celery ---------------------------------------------------------------

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_POST
 from transactions import ledger
 from wallet_project.admin_forms import AdjustmentForm, ReasonForm, reason_action
 from wallet_project.errors import DomainError
+from wallet_project.replica import ReplicaChangelistMixin
 from wallets import services
 from wallets.models import ExchangeRate, Wallet
 
@@ -31,7 +32,7 @@ def wallet_transactions_url(wallet: Wallet) -> str:
 
 
 @admin.register(Wallet)
-class WalletAdmin(admin.ModelAdmin):
+class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     list_display = [
         "number",
         "owner",

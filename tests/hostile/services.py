@@ -42,7 +42,8 @@ def _as_postgres(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess
 
 
 class PostgresCluster:
-    def __init__(self) -> None:
+    def __init__(self, *, options: str = "") -> None:
+        self.options = options  # more server options, e.g. "-c fsync=on"
         self.root = Path(tempfile.mkdtemp(prefix="wallet-hostile-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
@@ -65,7 +66,7 @@ class PostgresCluster:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 "
             f"-c unix_socket_directories={self.root} -c fsync=off "
-            "-c max_connections=200 -c full_page_writes=off"
+            f"-c max_connections=200 -c full_page_writes=off {self.options}"
         )
         _as_postgres(
             _pg_bin("pg_ctl"),
@@ -93,8 +94,8 @@ class PostgresCluster:
 
 
 @contextlib.contextmanager
-def own_postgres() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
+def own_postgres(**options) -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster(**options)
     try:
         cluster.init()
         cluster.start()

@@ -21,6 +21,7 @@ from transactions.models import Entry, Transaction
 from wallet_project.api import error_response
 from wallet_project.filters import DatabaseDateTimeFilter
 from wallet_project.lean import LeanMixin, json_response
+from wallet_project.replica import replica_reads
 from wallets.errors import WalletNotFound
 from wallets.selectors import wallet_get_for_user
 
@@ -131,6 +132,7 @@ class WalletEntryListView(LeanMixin, ListAPIView):
     pagination_class = EntryCursorPagination
     filterset_class = EntryFilter
 
+    @replica_reads
     def lean_get(
         self, request: HttpRequest, user_id: UUID, **kwargs
     ) -> HttpResponse | None:
@@ -144,6 +146,7 @@ class WalletEntryListView(LeanMixin, ListAPIView):
             return None
         return None if body is None else json_response(body)
 
+    @replica_reads
     def list(self, request: Request, wallet_id: str) -> Response:
         wallet = wallet_get_for_user(user=request.user, wallet_id=wallet_id)
         body = _wallet_entry_page(self, request, request.user.pk, wallet.id)
@@ -189,6 +192,10 @@ class EntryListView(ListAPIView):
     serializer_class = EntrySerializer
     pagination_class = EntryCursorPagination
     filterset_class = EntryFilter
+
+    @replica_reads
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        return super().list(request, *args, **kwargs)
 
     def get_queryset(self):
         return selectors.entry_list_for_user(user=self.request.user)
