@@ -134,10 +134,14 @@ def test_compose_file_is_valid_against_the_compose_spec_schema():
 
 def test_compose_images_are_pinned_to_a_patch_release():
     images = {name: s["image"] for name, s in SERVICES.items() if "build" not in s}
-    assert images.keys() == {"nginx", "db", "redis", "mailpit"}
+    assert images.keys() == {
+        *("nginx", "db", "db-replica", "redis", "mailpit"),
+        *("pgbouncer", "pgbouncer-replica"),
+    }
+    assert images["db-replica"] == images["db"]
     for name, image in images.items():
         # PostgreSQL numbers its releases MAJOR.MINOR (16.14 is a patch release).
-        release = r"\d+\.\d+" if name == "db" else r"v?\d+\.\d+\.\d+"
+        release = r"\d+\.\d+" if name.startswith("db") else r"v?\d+\.\d+\.\d+"
         assert re.search(rf":{release}(-[a-z0-9.]+)?$", image), (name, image)
     nginx_minor = int(re.search(r"nginx:1\.(\d+)\.", images["nginx"]).group(1))
     assert nginx_minor % 2 == 0, "Nginx's stable branches have even minor numbers"

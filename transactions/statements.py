@@ -32,6 +32,7 @@ from transactions.ledger import StatementTooLarge
 from transactions.models import Entry, Transaction
 from transactions.selectors import EntryRow
 from wallet_project.db import prepared_fetchall, prepared_fetchone
+from wallet_project.db_router import read_alias
 from wallets.models import Wallet
 
 # Rows per keyset chunk of a streamed statement: one round trip each, and all a
@@ -121,7 +122,9 @@ def balance_as_of_for_user(
     `as_of` (aware), in one query; None when it is not a user wallet of that
     active user."""
     row = prepared_fetchone(
-        _balance_sql(), {"at_as_of": as_of, **_owner(user_id, wallet_id)}
+        _balance_sql(),
+        {"at_as_of": as_of, **_owner(user_id, wallet_id)},
+        using=read_alias(),
     )
     if row is None:
         return None
@@ -151,6 +154,7 @@ def statement_head_for_user(
     row = prepared_fetchone(
         _head_sql(),
         {"at_since": since, "at_until": until, **_owner(user_id, wallet_id)},
+        using=read_alias(),
     )
     return None if row is None else StatementHead(*row)
 
@@ -186,6 +190,7 @@ def _entries_after(
             "after_id": Int8(after_id),
             "until": until,
         },
+        using=read_alias(),
     )
     return [EntryRow._make(row) for row in rows]
 

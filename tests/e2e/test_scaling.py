@@ -191,7 +191,9 @@ def test_a_replica_further_behind_than_allowed_is_not_read(
             database_url,
             REPLICA_MAX_LAG_SECONDS="2",
             REPLICA_PIN_SECONDS="3",
-            SECRET_KEY=stack.env["SECRET_KEY"],  # the same tokens
+            # The same tokens: the first stack's signing keys.
+            SECRET_KEY=stack.env["SECRET_KEY"],
+            JWT_SIGNING_KEY=stack.env["JWT_SIGNING_KEY"],
         ),
     ) as strict:
         theirs = _history(strict, bob)

@@ -31,8 +31,10 @@ from transactions import statements
 from transactions.api.serializers import EntrySerializer, entry_page_data
 from transactions.statement_pdf import statement_pdf
 from wallet_project.api import VALIDATION_ERROR, error_response
+from wallet_project.db_router import read_alias, reading_from
 from wallet_project.filters import DatabaseDateTimeField
 from wallet_project.lean import LeanMixin, drf_datetime, json_response
+from wallet_project.replica import replica_reads
 from wallets.errors import WalletNotFound
 from wallets.money import money_str
 
@@ -160,6 +162,7 @@ def _balance_body(
     },
 )
 class WalletBalanceView(LeanMixin, APIView):
+    @replica_reads
     def lean_get(
         self, request: HttpRequest, user_id: UUID, **kwargs
     ) -> HttpResponse | None:
@@ -177,6 +180,7 @@ class WalletBalanceView(LeanMixin, APIView):
         body = _balance_body(user_id, wallet_id, as_of)
         return None if body is None else json_response(body)
 
+    @replica_reads
     def get(self, request: Request, wallet_id: str) -> Response:
         wallet_uuid = _wallet_uuid(wallet_id)
         body = _balance_body(request.user.pk, wallet_uuid, _as_of(request.query_params))
@@ -259,15 +263,25 @@ class _Line:
         return value
 
 
-def _csv_chunks(wallet_id: UUID, since: datetime, until: datetime) -> Iterator[str]:
+def _chunks_from(
+    alias: str, wallet_id: UUID, since: datetime, until: datetime
+) -> Iterator[list]:
+    with reading_from(alias):
+        yield from statements.statement_entries_iter(
+            wallet_id=wallet_id, since=since, until=until
+        )
+
+
+def _csv_chunks(
+    wallet_id: UUID, since: datetime, until: datetime, alias: str
+) -> Iterator[str]:
     """The header row, then every entry in [since, until) oldest first, one
-    keyset chunk (statements.STATEMENT_CHUNK rows) per piece sent."""
+    keyset chunk (statements.STATEMENT_CHUNK rows) per piece sent, read from
+    `alias` (where the handler read the head: the body streams after it)."""
     writer = csv.writer(_Line(), lineterminator="\r\n")
     yield writer.writerow(CSV_HEADER)
     tz = timezone.get_current_timezone()
-    for rows in statements.statement_entries_iter(
-        wallet_id=wallet_id, since=since, until=until
-    ):
+    for rows in _chunks_from(alias, wallet_id, since, until):
         page = entry_page_data(rows, wallet_id=str(wallet_id), tz=tz)
         yield "".join(
             writer.writerow(
@@ -349,6 +363,7 @@ class WalletStatementView(APIView):
             request.accepted_media_type = JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)
 
+    @replica_reads
     def get(
         self, request: Request, wallet_id: str
     ) -> HttpResponse | StreamingHttpResponse:
@@ -392,7 +407,7 @@ class WalletStatementView(APIView):
         if head is None:
             raise WalletNotFound()
         response = StreamingHttpResponse(
-            _csv_chunks(wallet_id, since, until),
+            _csv_chunks(wallet_id, since, until, read_alias()),
             content_type="text/csv; charset=utf-8",
         )
         response["Content-Disposition"] = _filename(head.number, since, until, "csv")
