@@ -172,18 +172,22 @@ DATABASE_LONG_TIMEOUTS = {
     "statement_timeout": env.float("DATABASE_LONG_STATEMENT_TIMEOUT", default=1800),
     "lock_timeout": env.float("DATABASE_LONG_LOCK_TIMEOUT", default=30),
 }
-DATABASES["default"]["OPTIONS"]["options"] = " ".join(
-    filter(
-        None,
-        [
-            DATABASES["default"]["OPTIONS"].get("options", ""),
-            *(
-                f"-c {name}={round(seconds * 1000)}"
-                for name, seconds in _DATABASE_TIMEOUTS.items()
-            ),
-        ],
+# PgBouncer refuses libpq's `options` startup parameter: behind it (DATABASE_POOLER)
+# the timeouts are the database role's (ALTER ROLE ... SET statement_timeout ...)
+# and PgBouncer's own idle_transaction_timeout (README: Scaling out).
+if not env.str("DATABASE_POOLER", default=""):
+    DATABASES["default"]["OPTIONS"]["options"] = " ".join(
+        filter(
+            None,
+            [
+                DATABASES["default"]["OPTIONS"].get("options", ""),
+                *(
+                    f"-c {name}={round(seconds * 1000)}"
+                    for name, seconds in _DATABASE_TIMEOUTS.items()
+                ),
+            ],
+        )
     )
-)
 if env.bool("DATABASE_POOL", default=False):
     DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN", default=2),
