@@ -206,6 +206,17 @@ SCENARIOS = [
         mode="history",
         targets="balance-as-of",
     ),
+    # The same with one client: the latency one request sees, without the queueing
+    # of four connections on two saturated cores (wrk, Nginx, Gunicorn, PostgreSQL).
+    Scenario(
+        "balance-as-of-1",
+        "5c'. balance as of (1M entries), 1 client",
+        "wrk",
+        20,
+        connections=1,
+        mode="history",
+        targets="balance-as-of",
+    ),
     # The history wallet's whole life as one CSV statement, streamed through Nginx:
     # seconds, rows/s and the web workers' RSS before/peak (it must stay flat).
     Scenario("statement-csv", "5d. statement CSV, all 1M entries", "export", 0),
