@@ -1354,7 +1354,7 @@ class Bench:
                         seconds,
                         db_url,
                         replica.url(db_url),
-                        env["SECRET_KEY"],
+                        {k: env[k] for k in ("SECRET_KEY", "JWT_SIGNING_KEY")},
                     )
             clean, line = reconcile(env)
             if not clean:
@@ -1409,7 +1409,7 @@ class Bench:
         seconds: int,
         primary_url: str,
         replica_url: str,
-        secret_key: str,
+        signing_keys: dict[str, str],
     ) -> None:
         log(f"scale-out: {title}")
         stack = Stack.start(
@@ -1419,8 +1419,8 @@ class Bench:
             web_workers=self.web_workers,
             web_nodes=nodes,
             settings_module="bench.settings",
-            # The key the prepared tokens are signed with.
-            env={**self.stack_env(), "SECRET_KEY": secret_key, **more},
+            # The keys the prepared tokens are signed with.
+            env={**self.stack_env(), **signing_keys, **more},
         )
         loads = [*SCALE_LOADS]
         if setup == "2-nodes":
