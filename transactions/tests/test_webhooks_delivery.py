@@ -323,8 +323,8 @@ def test_a_worker_killed_mid_send_is_sent_again_once_its_lease_runs_out(
     broker_lost()
     (delivery,) = deliveries_of(endpoint)
     with time_machine.travel(START, tick=False) as traveller:
-        claimed = delivery_module._claim(delivery.pk, now=timezone.now())
-        assert claimed is not None  # ...and the worker dies here
+        claimed = delivery_module._claim([delivery.pk], now=timezone.now())
+        assert claimed == [delivery]  # ...and the worker dies here
         assert webhooks.delivery_send(delivery_id=delivery.pk) is None  # leased
         webhooks.webhooks_sweep()
         broker_lost()
@@ -472,4 +472,38 @@ def test_a_batch_stops_at_a_receiver_that_does_not_answer(
     assert tried.attempts == 1 and tried.next_attempt_at > timezone.now()
     assert [d.attempts for d in rest] == [0, 0]
     assert all(d.status == "pending" for d in rest)
+    assert all(d.next_attempt_at <= timezone.now() for d in rest)  # due
     assert "connection failed" in tried.attempt_set.get().error
+
+
+def test_a_batch_records_each_deliverys_own_outcome(
+    user, make_wallet, receiver, broker_lost
+):
+    """One batch, claimed and recorded together: each delivery gets its own
+    attempt and state, and the endpoint's `failing_since` follows the last
+    answer (set by the failure, cleared by the success after it)."""
+    wallet = make_wallet(owner=user)
+    endpoint = endpoint_for(user, receiver.url)
+    for _ in range(3):
+        ledger.wallet_deposit(wallet=wallet, amount=Decimal("1.00"))
+    dispatch()
+    broker_lost()
+    ids = [d.pk for d in deliveries_of(endpoint)]
+    receiver.statuses = [200, 500, 200]
+
+    assert webhooks.deliveries_send(delivery_ids=ids) == [
+        "delivered",
+        "pending",
+        "delivered",
+    ]
+    first, second, third = deliveries_of(endpoint)
+    assert [d.attempts for d in (first, second, third)] == [1, 1, 1]
+    assert [d.last_status_code for d in (first, second, third)] == [200, 500, 200]
+    assert second.next_attempt_at > timezone.now()
+    assert second.attempt_set.get().status_code == 500
+    endpoint.refresh_from_db()
+    assert endpoint.failing_since is None
+    assert len(receiver.received) == 3
+    # Sent again at once, nothing is due: no second POST.
+    assert webhooks.deliveries_send(delivery_ids=ids) == [None, None, None]
+    assert len(receiver.received) == 3

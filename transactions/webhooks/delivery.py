@@ -1,30 +1,35 @@
-"""Sending one delivery: claim it, POST it with no DB transaction open, record
-the attempt.
+"""Sending a batch of deliveries (one endpoint's): claim them, POST each with no
+DB transaction open, record the attempts.
 
-1. Claim (a short transaction): the delivery row, if it is pending and due
-   and its endpoint enabled, locked with SKIP LOCKED, and leased: its
-   `next_attempt_at` moves to now + timeout + a margin, so neither a second
-   worker nor the sweep picks it up while this one sends; committed at once.
-2. POST the event's bytes, signed, to the address the URL check resolved
-   (addresses.py: no second DNS lookup), no redirects followed.
-3. Record (a short transaction): the attempt, and the delivery delivered
-   (2xx), due again after a backoff, or failed once the retry window is over;
-   the endpoint's `failing_since` set or cleared.
+1. Claim (a short transaction, one SELECT and one UPDATE for the batch): the
+   deliveries that are pending and due, their endpoint enabled, locked with
+   SKIP LOCKED, and leased: `next_attempt_at` moves to now + timeout + a
+   margin, so neither a second worker nor the sweep picks them up while this
+   one sends; committed at once.
+2. POST each event's bytes, signed, to the address the URL check resolved
+   (addresses.py: no second DNS lookup), no redirects followed, over kept-alive
+   connections; after a try that got no answer the rest wait for the sweep.
+3. Record (a short transaction, one INSERT and one UPDATE for the batch): the
+   attempts, and each delivery delivered (2xx), due again after a backoff, or
+   failed once the retry window is over; the endpoint's `failing_since` set or
+   cleared.
 
-A worker killed between 1 and 3 leaves a pending delivery whose lease runs
-out: the sweep sends it again (at least once; receivers dedupe by event id).
+A worker killed between 1 and 3 leaves pending deliveries whose lease runs
+out: the sweep sends them again (at least once; receivers dedupe by event id).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import urllib3
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from transactions.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -71,23 +76,27 @@ def _lease() -> timedelta:
 
 
 @transaction.atomic(durable=True)
-def _claim(delivery_id: int, *, now: datetime) -> WebhookDelivery | None:
-    delivery = (
+def _claim(delivery_ids: list[int], *, now: datetime) -> list[WebhookDelivery]:
+    """Those of these deliveries that are pending, due, their endpoint enabled
+    and not locked by another worker, leased (in their order): one SELECT and
+    one UPDATE for the batch."""
+    deliveries = list(
         WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
         .select_related("endpoint", "event")
         .filter(
-            pk=delivery_id,
+            pk__in=delivery_ids,
             status=WebhookDelivery.Status.PENDING,
             next_attempt_at__lte=now,
             endpoint__status=WebhookEndpoint.Status.ENABLED,
         )
-        .first()
+        .order_by("pk")
     )
-    if delivery is None:
-        return None
-    delivery.next_attempt_at = now + _lease()
-    delivery.save(update_fields=["next_attempt_at"])
-    return delivery
+    if deliveries:
+        WebhookDelivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
+            next_attempt_at=now + _lease()
+        )
+    order = {delivery_id: n for n, delivery_id in enumerate(delivery_ids)}
+    return sorted(deliveries, key=lambda d: order[d.pk])
 
 
 def _excerpt(raw: bytes) -> str:
@@ -225,58 +234,122 @@ def _send(delivery: WebhookDelivery, *, now: datetime, pools: Pools) -> Outcome:
     return Outcome(status_code, error, excerpt, duration_ms)
 
 
-@transaction.atomic(durable=True)
-def _record(
-    delivery_id: int, outcome: Outcome, *, started_at: datetime, now: datetime
-) -> WebhookDelivery | None:
-    delivery = (
-        WebhookDelivery.objects.select_for_update()
-        .select_related("endpoint")
-        .filter(pk=delivery_id)
-        .first()
-    )
-    if delivery is None:  # its endpoint was deleted meanwhile
-        return None
-    WebhookAttempt.objects.create(
-        delivery=delivery,
-        started_at=started_at,
-        duration_ms=outcome.duration_ms,
-        status_code=outcome.status_code,
-        error=outcome.error,
-        response_excerpt=outcome.excerpt,
-    )
+@dataclass(frozen=True)
+class Tried:
+    """One send of a batch: the delivery claimed, when it started, its outcome."""
+
+    delivery: WebhookDelivery
+    started_at: datetime
+    outcome: Outcome
+
+
+def _next_state(delivery: WebhookDelivery, outcome: Outcome, *, now: datetime) -> None:
+    """The delivery after one more attempt (in memory): delivered on a 2xx,
+    else due again after the backoff, or failed once the retry window is over
+    or its endpoint is no longer enabled. One that is no longer pending (an
+    operator's resend raced it) keeps its status."""
     delivery.attempts += 1
     delivery.last_status_code = outcome.status_code
-    endpoints = WebhookEndpoint.objects.filter(pk=delivery.endpoint_id)
+    if delivery.status != WebhookDelivery.Status.PENDING:
+        return
     if outcome.delivered:
-        endpoints.filter(failing_since__isnull=False).update(failing_since=None)
+        delivery.status = WebhookDelivery.Status.DELIVERED
+        delivery.delivered_at = now
+        delivery.next_attempt_at = None
+        return
+    due = now + retry_delay(delivery.attempts)
+    if (
+        due > delivery.created_at + settings.WEBHOOKS_RETRY_FOR
+        or delivery.endpoint.status != WebhookEndpoint.Status.ENABLED
+    ):
+        delivery.status = WebhookDelivery.Status.FAILED
+        delivery.next_attempt_at = None
     else:
-        endpoints.filter(failing_since__isnull=True).update(failing_since=started_at)
-    if delivery.status == WebhookDelivery.Status.PENDING:
-        if outcome.delivered:
-            delivery.status = WebhookDelivery.Status.DELIVERED
-            delivery.delivered_at = now
-            delivery.next_attempt_at = None
+        delivery.next_attempt_at = due
+
+
+def _failing_since_update(tried: list[Tried]) -> None:
+    """Each endpoint's `failing_since` after these tries, in their order: a
+    2xx clears it, a failure sets it unless it is set already; one UPDATE per
+    endpoint (a batch is one endpoint's)."""
+    by_endpoint: dict[str, list[Tried]] = {}
+    for one in tried:
+        by_endpoint.setdefault(one.delivery.endpoint_id, []).append(one)
+    for endpoint_id, tries in by_endpoint.items():
+        endpoints = WebhookEndpoint.objects.filter(pk=endpoint_id)
+        last_ok = max(
+            (n for n, one in enumerate(tries) if one.outcome.delivered), default=None
+        )
+        failures = tries if last_ok is None else tries[last_ok + 1 :]
+        if failures and last_ok is None:
+            endpoints.filter(failing_since__isnull=True).update(
+                failing_since=failures[0].started_at
+            )
+        elif failures:
+            endpoints.update(failing_since=failures[0].started_at)
         else:
-            due = now + retry_delay(delivery.attempts)
-            if (
-                due > delivery.created_at + settings.WEBHOOKS_RETRY_FOR
-                or delivery.endpoint.status != WebhookEndpoint.Status.ENABLED
-            ):
-                delivery.status = WebhookDelivery.Status.FAILED
-                delivery.next_attempt_at = None
-            else:
-                delivery.next_attempt_at = due
-    delivery.save(
-        update_fields=[
-            "status",
-            "attempts",
-            "last_status_code",
-            "delivered_at",
-            "next_attempt_at",
-        ]
+            endpoints.filter(failing_since__isnull=False).update(failing_since=None)
+
+
+@transaction.atomic(durable=True)
+def _record(tried: list[Tried], *, now: datetime) -> list[WebhookDelivery]:
+    """The batch's attempts and the deliveries' new states, in one
+    transaction: the rows locked (in id order), the attempts inserted in one
+    statement, the deliveries updated in one. A delivery whose endpoint was
+    deleted meanwhile is gone and left out."""
+    locked = {
+        d.pk: d
+        for d in WebhookDelivery.objects.select_for_update(of=("self",))
+        .select_related("endpoint")
+        .filter(pk__in=[one.delivery.pk for one in tried])
+        .order_by("pk")
+    }
+    tried = [one for one in tried if one.delivery.pk in locked]
+    WebhookAttempt.objects.bulk_create(
+        WebhookAttempt(
+            delivery_id=one.delivery.pk,
+            started_at=one.started_at,
+            duration_ms=one.outcome.duration_ms,
+            status_code=one.outcome.status_code,
+            error=one.outcome.error,
+            response_excerpt=one.outcome.excerpt,
+        )
+        for one in tried
     )
-    return delivery
+    _failing_since_update(tried)
+    recorded = []
+    for one in tried:
+        delivery = locked[one.delivery.pk]
+        _next_state(delivery, one.outcome, now=now)
+        recorded.append(delivery)
+    states = [
+        {
+            "id": d.pk,
+            "status": d.status,
+            "attempts": d.attempts,
+            "last_status_code": d.last_status_code,
+            "delivered_at": d.delivered_at and d.delivered_at.isoformat(),
+            "next_attempt_at": d.next_attempt_at and d.next_attempt_at.isoformat(),
+        }
+        for d in recorded
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_STATES_SQL, {"states": json.dumps(states)})
+    return recorded
+
+
+# The batch's new states in one statement (Django's bulk_update compiles a
+# CASE per column and row: most of a batch's CPU).
+_STATES_SQL = """
+UPDATE transactions_webhookdelivery AS d
+   SET status = v.status, attempts = v.attempts,
+       last_status_code = v.last_status_code, delivered_at = v.delivered_at,
+       next_attempt_at = v.next_attempt_at
+  FROM jsonb_to_recordset(%(states)s::jsonb)
+       AS v (id bigint, status varchar, attempts int, last_status_code int,
+             delivered_at timestamptz, next_attempt_at timestamptz)
+ WHERE d.id = v.id
+"""
 
 
 def delivery_send(*, delivery_id: int) -> str | None:
@@ -289,47 +362,61 @@ def delivery_send(*, delivery_id: int) -> str | None:
 
 def deliveries_send(*, delivery_ids: list[int]) -> list[str | None]:
     """`delivery_send` for each of these (one endpoint's, as the dispatcher
-    and the sweep enqueue them), in turn, over kept-alive connections. After
-    a try that got no answer (refused, timed out) the rest are left for the
-    sweep: the receiver is down, and each would wait out the timeout."""
+    and the sweep enqueue them): claimed together, sent in turn over kept-alive
+    connections, recorded together. After a try that got no answer (refused,
+    timed out) the rest are not sent, their lease given back: the receiver is
+    down, and each would wait out the timeout; the sweep finds them."""
+    claimed = _claim(delivery_ids, now=timezone.now())
+    tried: list[Tried] = []
     pools = Pools(settings.WEBHOOKS_TIMEOUT_SECONDS)
-    statuses: list[str | None] = [None] * len(delivery_ids)
     try:
-        for n, delivery_id in enumerate(delivery_ids):
-            status, answered = _send_one(delivery_id, pools)
-            statuses[n] = status
-            if not answered:
+        for delivery in claimed:
+            started_at = timezone.now()
+            outcome = _send(delivery, now=started_at, pools=pools)
+            tried.append(Tried(delivery, started_at, outcome))
+            if outcome.status_code is None:
                 break
     finally:
         pools.close()
-    return statuses
-
-
-def _send_one(delivery_id: int, pools: Pools) -> tuple[str | None, bool]:
-    """(the delivery's status after a try, or None; whether the receiver
-    answered at all)."""
-    started_at = timezone.now()
-    delivery = _claim(delivery_id, now=started_at)
-    if delivery is None:
-        return None, True
-    outcome = _send(delivery, now=started_at, pools=pools)
+    unsent = [d.pk for d in claimed[len(tried) :]]
     now = timezone.now()
-    recorded = _record(delivery_id, outcome, started_at=started_at, now=now)
-    if recorded is None:
-        return None, True
-    if recorded.status == WebhookDelivery.Status.PENDING:
-        assert recorded.next_attempt_at is not None
-        countdown = max(0.0, (recorded.next_attempt_at - now).total_seconds())
-        deliveries_enqueue([recorded.pk], countdown=countdown)
-    elif not outcome.delivered:
-        logger.warning(
-            "webhook delivery %s failed after %s attempts",
-            recorded.pk,
-            recorded.attempts,
-        )
-    if not outcome.delivered:
+    recorded = _record(tried, now=now) if tried else []
+    if unsent:
+        WebhookDelivery.objects.filter(
+            pk__in=unsent, status=WebhookDelivery.Status.PENDING
+        ).update(next_attempt_at=now)
+    _after(recorded, tried, now=now)
+    statuses = {d.pk: d.status for d in recorded}
+    return [statuses.get(delivery_id) for delivery_id in delivery_ids]
+
+
+def _after(
+    recorded: list[WebhookDelivery], tried: list[Tried], *, now: datetime
+) -> None:
+    """What follows the recorded tries: the ones still pending enqueued for
+    when they are due (those due together in one task), a warning for each
+    that failed for good, and an endpoint failing for WEBHOOKS_DISABLE_AFTER
+    disabled."""
+    retries: dict[int, list[int]] = {}
+    failing = {one.delivery.endpoint_id for one in tried if not one.outcome.delivered}
+    for delivery in recorded:
+        if delivery.status == WebhookDelivery.Status.PENDING:
+            assert delivery.next_attempt_at is not None
+            countdown = max(
+                0, math.ceil((delivery.next_attempt_at - now).total_seconds())
+            )
+            retries.setdefault(countdown, []).append(delivery.pk)
+        elif delivery.status == WebhookDelivery.Status.FAILED:
+            logger.warning(
+                "webhook delivery %s failed after %s attempts",
+                delivery.pk,
+                delivery.attempts,
+            )
+    for countdown, ids in sorted(retries.items()):
+        deliveries_enqueue(ids, countdown=countdown)
+    for endpoint_id in failing:
         failing_since = (
-            WebhookEndpoint.objects.filter(pk=recorded.endpoint_id)
+            WebhookEndpoint.objects.filter(pk=endpoint_id)
             .values_list("failing_since", flat=True)
             .first()
         )
@@ -337,5 +424,4 @@ def _send_one(delivery_id: int, pools: Pools) -> tuple[str | None, bool]:
             failing_since is not None
             and failing_since <= now - settings.WEBHOOKS_DISABLE_AFTER
         ):
-            endpoints_disable_failing(now=now, endpoint_id=recorded.endpoint_id)
-    return recorded.status, outcome.status_code is not None
+            endpoints_disable_failing(now=now, endpoint_id=endpoint_id)
