@@ -21,6 +21,8 @@ Environment (all optional):
   BENCH_WEBHOOK_CATCHUP  seconds hot-webhook waits for the last deliveries (300)
   BENCH_FEES_TIMEOUT   stop charge_fees after this many seconds (600)
   BENCH_WEB_WORKERS    Gunicorn workers (2)
+  BENCH_WORKER_NICE    nice(1) increment of hot-webhook's Celery worker and beat (0):
+                       the two-core stand-in for a worker off the web's cores
   BENCH_KEEP_DB        keep the database afterwards (1)
   JWT_USER_CACHE_SECONDS  the web processes' user cache (5; 0 = a query per request)
   BENCH_STACK_ENV      more settings for the stack: "DATABASE_POOL_TIMEOUT=2,..."
@@ -136,6 +138,19 @@ SCENARIOS = [
     Scenario(
         "hot-webhook",
         "1c. hot wallet with a webhook endpoint",
+        "wrk",
+        30,
+        mode="operation",
+        targets="hot-webhook",
+    ),
+    # The same again with the worker and beat stopped (SIGSTOP) while the load
+    # runs and continued after it: what having an endpoint costs the requests
+    # themselves (the outbox rows and the enqueue, in the posting's
+    # transaction), apart from the CPU the deliveries take on the same two
+    # cores; then how fast the backlog is delivered with nothing else running.
+    Scenario(
+        "hot-webhook-queued",
+        "1d. the same, deliveries after the load",
         "wrk",
         30,
         mode="operation",
@@ -446,6 +461,7 @@ class Bench:
         self.celery: list[subprocess.Popen] = []
         self.webhook_catchup = int(os.environ.get("BENCH_WEBHOOK_CATCHUP", "300"))
         self.web_workers = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
+        self.worker_nice = int(os.environ.get("BENCH_WORKER_NICE", "0"))
         self.fees_timeout = int(os.environ.get("BENCH_FEES_TIMEOUT", "600"))
         self.web_rss: dict[str, list[float]] = {}
         # The history wallet (id, owner's token), set by prepare_history.
@@ -652,6 +668,9 @@ class Bench:
             )
             psql(self.db_url, "TRUNCATE bench_entry")
         before = snapshot(self.env, watched)
+        queued = scenario.name == "hot-webhook-queued"
+        if queued:
+            self.pause_webhook_workers(True)
         log(f"{scenario.name}: wrk -c {scenario.connections} -d {seconds}s")
         load_started = time.time()
         result = wrk_result(
@@ -660,8 +679,12 @@ class Bench:
         load_ended = time.time()
         webhook_problems: list[str] = []
         if scenario.targets == "hot-webhook":
+            if queued:
+                # The requests wrk left in flight commit before the worker runs.
+                self.drain()
+                self.pause_webhook_workers(False)
             webhook_problems = self.webhook_measure(result, load_started, load_ended)
-            self.stop_webhooks()
+            self.stop_webhooks(receiver=False)
         self.drain()
         if scenario.mode == "floor":
             self.floor_check(result, before_floor)
@@ -675,6 +698,10 @@ class Bench:
             self.ledger_check(result, scenario, before, snapshot(self.env, watched))
         if scenario.targets == "hot-webhook":
             webhook = result.extra["webhook"]
+            if queued and webhook["caught_up_s_after_load"]:
+                webhook["delivered_per_s_after_load"] = round(
+                    webhook["delivered"] / webhook["caught_up_s_after_load"], 1
+                )
             if webhook_problems:
                 result.check_ok = False
                 result.check = "; ".join([*webhook_problems, result.check])
@@ -872,8 +899,12 @@ class Bench:
         `transaction.posted` (through the service, URL check included), and a
         Celery worker and beat as tests/stack.py starts them (the dispatcher
         runs every WEBHOOKS_DISPATCH_SECONDS)."""
-        if self.webhook_wallet:
-            return
+        if not self.webhook_wallet:
+            self.prepare_webhook_endpoint()
+        if not self.celery:
+            self.start_webhook_workers()
+
+    def prepare_webhook_endpoint(self) -> None:
         path = self.tmp / "hot-webhook.tsv"
         prepare(
             self.env, "users", "--count", "1", "--out", str(path), "--prefix", "hook"
@@ -902,10 +933,13 @@ class Bench:
             f"{self.receiver_url}/hooks",
         ).strip()
         log(f"hot-webhook: endpoint {endpoint} -> {self.receiver_url}/hooks")
+
+    def start_webhook_workers(self) -> None:
         assert self.stack is not None
         workdir = self.stack.workdir
         # As docker-compose.yml runs them: the psycopg pool is the web's only.
         celery_env = {**self.env, "DATABASE_POOL": "false"}
+        nice = ["nice", "-n", str(self.worker_nice)] if self.worker_nice else []
         for name, argv in (
             (
                 "worker",
@@ -926,7 +960,11 @@ class Bench:
             with open(workdir / f"bench-{name}.log", "ab") as out:
                 self.celery.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "celery", "-A", "wallet_project", *argv],
+                        [
+                            *nice,
+                            *(sys.executable, "-m", "celery", "-A", "wallet_project"),
+                            *argv,
+                        ],
                         cwd=REPO,
                         env=celery_env,
                         stdin=subprocess.DEVNULL,
@@ -948,18 +986,30 @@ class Bench:
                     )
                 time.sleep(0.2)
 
-    def stop_webhooks(self) -> None:
-        """Stop the Celery worker and beat (warm shutdown) and the receiver."""
-        for process in [*self.celery, *([self.receiver] if self.receiver else [])]:
+    def stop_webhooks(self, *, receiver: bool = True) -> None:
+        """Stop the Celery worker and beat (warm shutdown) and the receiver
+        (unless told to keep it for the next scenario)."""
+        processes = [*self.celery]
+        if receiver and self.receiver:
+            processes.append(self.receiver)
+        for process in processes:
             if process.poll() is None:
+                os.killpg(process.pid, signal.SIGCONT)
                 os.killpg(process.pid, signal.SIGTERM)
-        for process in [*self.celery, *([self.receiver] if self.receiver else [])]:
+        for process in processes:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
-        self.celery, self.receiver = [], None
+        self.celery = []
+        if receiver:
+            self.receiver = None
+
+    def pause_webhook_workers(self, paused: bool) -> None:
+        """SIGSTOP (or SIGCONT) the Celery worker and beat, children included."""
+        for process in self.celery:
+            os.killpg(process.pid, signal.SIGSTOP if paused else signal.SIGCONT)
 
     def webhook_events(self, since: float, until: float) -> list[tuple[int, float]]:
         """(id, created_at as unix time) of the hot-webhook wallet's events
@@ -1047,6 +1097,7 @@ class Bench:
             ),
             "duplicates": duplicates,
             "lost": lost,
+            "worker_nice": self.worker_nice,
         }
         result.extra["webhook"] = webhook
         log(f"hot-webhook: {webhook}")
@@ -1499,6 +1550,7 @@ class Bench:
             "hot-held/hot": ratio("hot-held", "hot"),  # issue 18: >= 0.9
             "hot-webhook/hot": ratio("hot-webhook", "hot"),  # issue 19: >= 0.9
             "hot-webhook/floor-hot": ratio("hot-webhook", "floor-hot"),
+            "hot-webhook-queued/hot": ratio("hot-webhook-queued", "hot"),
             "hot/pgbench-hot": ratio("hot", "pgbench-hot"),
             "spread/floor-1000": ratio("spread", "floor-1000"),
             "transfers/floor-1000": ratio("transfers", "floor-1000"),
@@ -1528,15 +1580,19 @@ class Bench:
                 "web workers' RSS (MiB): "
                 + ", ".join(f"{k} {v}" for k, v in self.web_rss.items())
             )
-        if webhook := by_name.get("hot-webhook"):
-            w = webhook.extra.get("webhook", {})
+        for name in ("hot-webhook", "hot-webhook-queued"):
+            if name not in by_name:
+                continue
+            w = by_name[name].extra.get("webhook", {})
+            after = w.get("delivered_per_s_after_load")
             lines.append(
-                f"webhooks (hot-webhook): {w.get('delivered_per_s_during_load')} "
+                f"webhooks ({name}): {w.get('delivered_per_s_during_load')} "
                 f"deliveries/s during the load ({w.get('events_per_s')} events/s "
                 f"written), lag from commit p50 {w.get('lag_ms', {}).get('p50')} ms, "
                 f"p99 {w.get('lag_ms', {}).get('p99')} ms, caught up "
                 f"{w.get('caught_up_s_after_load')} s after the load, "
                 f"{w.get('duplicates')} duplicates, {w.get('lost')} lost"
+                + (f"; {after} deliveries/s after the load" if after else "")
             )
         lines.append(
             "ratios: "
