@@ -376,46 +376,55 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
 
     def _decide_reversal(self, request, txn: Transaction, decision: str) -> None:
         metadata = txn.metadata
-        what = (
-            f"reversal of {metadata['reversed_amount']} {metadata['currency']} "
-            f"of transaction {metadata['reverses']}"
+        self._decide_pending(
+            request,
+            txn,
+            decision,
+            what=(
+                f"reversal of {metadata['reversed_amount']} {metadata['currency']} "
+                f"of transaction {metadata['reverses']}"
+            ),
+            approve=ledger.reversal_approve,
+            reject=ledger.reversal_reject,
+            also_logged=txn.reverses,
         )
-        try:
-            if decision == "approve":
-                ledger.reversal_approve(transaction=txn, approved_by=request.user)
-                message = f"Approved {what}. Reason: {metadata['reason']}"
-            elif decision == "reject":
-                note = request.POST.get("note", "").strip()
-                ledger.reversal_reject(
-                    transaction=txn, rejected_by=request.user, note=note
-                )
-                message = f"Rejected {what}. Note: {note or '-'}"
-            else:
-                self.message_user(request, _("Unknown decision."), messages.ERROR)
-                return
-        except DomainError as error:
-            self.message_user(request, error.detail, messages.ERROR)
-            return
-        txn.refresh_from_db()
-        self.log_change(request, txn, message)
-        self.log_change(request, txn.reverses, message)
-        self.message_user(request, message, messages.SUCCESS)
 
     def _decide(self, request, txn: Transaction, decision: str) -> None:
         metadata = txn.metadata
-        what = (
-            f"adjustment {Decimal(metadata['amount']):+} {metadata['currency']} "
-            f"on wallet {metadata['wallet_number']}"
+        self._decide_pending(
+            request,
+            txn,
+            decision,
+            what=(
+                f"adjustment {Decimal(metadata['amount']):+} {metadata['currency']} "
+                f"on wallet {metadata['wallet_number']}"
+            ),
+            approve=ledger.adjustment_approve,
+            reject=ledger.adjustment_reject,
+            also_logged=Wallet.objects.filter(pk=metadata["wallet_id"]).first(),
         )
+
+    def _decide_pending(
+        self,
+        request,
+        txn: Transaction,
+        decision: str,
+        *,
+        what: str,
+        approve,
+        reject,
+        also_logged,
+    ) -> None:
+        """A second operator's decision on a four-eyes request: approve or
+        reject through the ledger, the outcome in the audit log of the request
+        and of `also_logged` (the reversed transaction, the adjusted wallet)."""
         try:
             if decision == "approve":
-                ledger.adjustment_approve(transaction=txn, approved_by=request.user)
-                message = f"Approved {what}. Reason: {metadata['reason']}"
+                approve(transaction=txn, approved_by=request.user)
+                message = f"Approved {what}. Reason: {txn.metadata['reason']}"
             elif decision == "reject":
                 note = request.POST.get("note", "").strip()
-                ledger.adjustment_reject(
-                    transaction=txn, rejected_by=request.user, note=note
-                )
+                reject(transaction=txn, rejected_by=request.user, note=note)
                 message = f"Rejected {what}. Note: {note or '-'}"
             else:
                 self.message_user(request, _("Unknown decision."), messages.ERROR)
@@ -425,9 +434,8 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             return
         txn.refresh_from_db()
         self.log_change(request, txn, message)
-        wallet = Wallet.objects.filter(pk=metadata["wallet_id"]).first()
-        if wallet is not None:
-            self.log_change(request, wallet, message)
+        if also_logged is not None:
+            self.log_change(request, also_logged, message)
         self.message_user(request, message, messages.SUCCESS)
 
 

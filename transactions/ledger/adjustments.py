@@ -102,7 +102,21 @@ def adjustment_reject(
     *, transaction: Transaction, rejected_by: User, note: str = ""
 ) -> Transaction:
     """Decline a pending adjustment (the requester may withdraw their own)."""
-    if transaction.kind != Transaction.Kind.ADJUSTMENT:
+    return pending_reject(
+        transaction,
+        kind=Transaction.Kind.ADJUSTMENT,
+        rejected_by=rejected_by,
+        note=note,
+    )
+
+
+def pending_reject(
+    transaction: Transaction, *, kind: str, rejected_by: User, note: str
+) -> Transaction:
+    """Decline a pending four-eyes request of `kind` (an adjustment or a
+    reversal): REJECTED with who and why in its metadata; nothing is posted.
+    TransactionNotPending if it is of another kind or no longer pending."""
+    if transaction.kind != kind:
         raise TransactionNotPending()
     metadata = {
         **transaction.metadata,

@@ -34,6 +34,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from accounts.models import User
+from transactions.ledger.adjustments import pending_reject
 from transactions.ledger.errors import (
     AdjustmentSameOperator,
     InsufficientFunds,
@@ -240,21 +241,9 @@ def reversal_reject(
     *, transaction: Transaction, rejected_by: User, note: str = ""
 ) -> Transaction:
     """Decline a pending reversal (the requester may withdraw their own)."""
-    if transaction.kind != Transaction.Kind.REVERSAL:
-        raise TransactionNotPending()
-    metadata = {
-        **transaction.metadata,
-        "rejected_by": str(rejected_by.pk),
-        "rejected_by_email": rejected_by.email,
-        "rejection_note": note.strip(),
-    }
-    rejected = Transaction.objects.filter(
-        pk=transaction.pk, status=Transaction.Status.PENDING
-    ).update(status=Transaction.Status.REJECTED, metadata=metadata)
-    if not rejected:
-        raise TransactionNotPending()
-    transaction.refresh_from_db()
-    return transaction
+    return pending_reject(
+        transaction, kind=Transaction.Kind.REVERSAL, rejected_by=rejected_by, note=note
+    )
 
 
 # --- The payment provider: a chargeback of a paid top-up ---------------------------------
