@@ -120,6 +120,50 @@ class _ViewOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class _ButtonAdmin(_ViewOnlyAdmin):
+    """A view-only admin whose change form has one button (`button`: enable,
+    resend) that POSTs to `<pk>/<button>/`: allowed to whoever may change the
+    model (`can_<button>` in the form's context), done by `button_press(request,
+    obj)` (which reports with message_user), then back to the change form."""
+
+    button: str
+    button_pk = "uuid"
+
+    def has_button_permission(self, request) -> bool:
+        return _may_change(request, self.model)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            f"can_{self.button}": self.has_button_permission(request),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        opts = self.model._meta
+        return [
+            path(
+                f"<{self.button_pk}:object_id>/{self.button}/",
+                self.admin_site.admin_view(require_POST(self.button_view)),
+                name=f"{opts.app_label}_{opts.model_name}_{self.button}",
+            ),
+            *super().get_urls(),
+        ]
+
+    def button_view(self, request: HttpRequest, object_id):
+        if not self.has_button_permission(request):
+            raise PermissionDenied
+        obj = get_object_or_404(self.get_queryset(request), pk=object_id)
+        self.button_press(request, obj)
+        opts = self.model._meta
+        return HttpResponseRedirect(
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        )
+
+    def button_press(self, request: HttpRequest, obj) -> None:
+        raise NotImplementedError
+
+
 class _ByIdFilter(admin.SimpleListFilter):
     """A filter set by links elsewhere in the admin (`?endpoint=<id>`), shown in
     the sidebar only while in use, so it can be cleared."""
@@ -265,7 +309,7 @@ class FailingFilter(admin.SimpleListFilter):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(_ViewOnlyAdmin):
+class WebhookEndpointAdmin(_ButtonAdmin):
     """An owner's endpoints. One failing for WEBHOOKS_DISABLE_AFTER is disabled
     by the delivery code; an operator may enable it again (`endpoint_enable`:
     its failing clock starts over)."""
@@ -379,39 +423,12 @@ class WebhookEndpointAdmin(_ViewOnlyAdmin):
 
     # --- Enable -----------------------------------------------------------------------
 
+    button = "enable"
+
     def has_enable_permission(self, request) -> bool:
-        return _may_change(request, WebhookEndpoint)
+        return self.has_button_permission(request)
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {
-            **(extra_context or {}),
-            "can_enable": self.has_enable_permission(request),
-        }
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    def get_urls(self):
-        view = self.admin_site.admin_view
-        return [
-            path(
-                "<uuid:object_id>/enable/",
-                view(require_POST(self.enable_view)),
-                name="transactions_webhookendpoint_enable",
-            ),
-            *super().get_urls(),
-        ]
-
-    def enable_view(self, request: HttpRequest, object_id):
-        if not self.has_enable_permission(request):
-            raise PermissionDenied
-        endpoint = get_object_or_404(
-            WebhookEndpoint.objects.defer(*SECRETS), pk=object_id
-        )
-        self._enable(request, endpoint)
-        return HttpResponseRedirect(
-            reverse("admin:transactions_webhookendpoint_change", args=[endpoint.pk])
-        )
-
-    def _enable(self, request, endpoint: WebhookEndpoint) -> None:
+    def button_press(self, request, endpoint: WebhookEndpoint) -> None:
         if endpoint.status == WebhookEndpoint.Status.ENABLED:
             self.message_user(
                 request,
@@ -439,7 +456,7 @@ class WebhookEndpointAdmin(_ViewOnlyAdmin):
     @admin.action(description=_("Enable selected endpoints"), permissions=["enable"])
     def enable_endpoints(self, request, queryset):
         for endpoint in queryset:
-            self._enable(request, endpoint)
+            self.button_press(request, endpoint)
 
 
 # --- Webhook deliveries ------------------------------------------------------------------
@@ -486,7 +503,7 @@ class WebhookAttemptInline(admin.TabularInline):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(_ViewOnlyAdmin):
+class WebhookDeliveryAdmin(_ButtonAdmin):
     """One event to one endpoint, with every HTTP attempt. An operator may
     resend a delivered or failed one: `delivery_resend` sets it pending and due
     now, and the delivery code sends it again."""
@@ -587,37 +604,13 @@ class WebhookDeliveryAdmin(_ViewOnlyAdmin):
 
     # --- Resend ---------------------------------------------------------------------
 
+    button = "resend"
+    button_pk = "int"
+
     def has_resend_permission(self, request) -> bool:
-        return _may_change(request, WebhookDelivery)
+        return self.has_button_permission(request)
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {
-            **(extra_context or {}),
-            "can_resend": self.has_resend_permission(request),
-        }
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    def get_urls(self):
-        view = self.admin_site.admin_view
-        return [
-            path(
-                "<int:object_id>/resend/",
-                view(require_POST(self.resend_view)),
-                name="transactions_webhookdelivery_resend",
-            ),
-            *super().get_urls(),
-        ]
-
-    def resend_view(self, request: HttpRequest, object_id: int):
-        if not self.has_resend_permission(request):
-            raise PermissionDenied
-        delivery = get_object_or_404(self.get_queryset(request), pk=object_id)
-        self._resend(request, delivery)
-        return HttpResponseRedirect(
-            reverse("admin:transactions_webhookdelivery_change", args=[delivery.pk])
-        )
-
-    def _resend(self, request, delivery: WebhookDelivery) -> None:
+    def button_press(self, request, delivery: WebhookDelivery) -> None:
         what = {"id": delivery.pk, "url": delivery.endpoint.url}
         was = f"{delivery.status} after {delivery.attempts} attempts"
         try:
@@ -640,4 +633,4 @@ class WebhookDeliveryAdmin(_ViewOnlyAdmin):
     @admin.action(description=_("Resend selected deliveries"), permissions=["resend"])
     def resend_deliveries(self, request, queryset):
         for delivery in queryset.select_related("endpoint"):
-            self._resend(request, delivery)
+            self.button_press(request, delivery)
