@@ -30,13 +30,24 @@ from pathlib import Path
 
 from gunicorn.glogging import Logger
 
-# wallet_project/capacity.py by its path: importing the package would import the
-# project (Celery) in the master. That file is the standard library only.
-_spec = importlib.util.spec_from_file_location(
-    "wallet_capacity", Path(__file__).resolve().parent / "wallet_project/capacity.py"
-)
-capacity = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(capacity)
+
+# Project files by their path: importing the package would import the project
+# (Celery) in the master. Those files are the standard library only.
+def _load(name, relative):
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parent / relative
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+capacity = _load("wallet_capacity", "wallet_project/capacity.py")
+# Prometheus multiprocess mode (wallet_project/metrics_dir.py, also the standard
+# library only): every worker counts into files in one directory, chosen (and
+# emptied) here before any worker imports prometheus-client; a scrape sums them.
+metrics_dir = _load("wallet_metrics_dir", "wallet_project/metrics_dir.py")
+metrics_dir.metrics_dir_prepare("web")
 
 # --- Server socket ---------------------------------------------------------------------
 bind = os.environ.get("GUNICORN_BIND") or (
@@ -234,3 +245,8 @@ def _warm_up(worker):
         connection.close()  # back to the pool
     gc.collect()
     gc.freeze()
+
+
+def child_exit(server, worker):
+    """A worker is gone: its live gauges (the pool's) stop counting."""
+    metrics_dir.metrics_process_dead(worker.pid)

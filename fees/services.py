@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from transactions.ledger import (
     wallet_event_data,
 )
 from transactions.models import Event, Transaction
+from wallet_project import metrics
 from wallets.errors import RateUnavailable
 from wallets.models import Wallet
 from wallets.money import quantum
@@ -730,6 +732,7 @@ def fee_charge_due(
     With `dry_run` every wallet's work is done and rolled back: the summary says
     what would happen, nothing changes.
     """
+    started = time.monotonic()
     as_of = as_of or timezone.now()
     batch_size = batch_size or settings.FEE_BATCH_SIZE
     summary = FeeRunSummary(as_of=as_of, dry_run=dry_run)
@@ -790,4 +793,15 @@ def fee_charge_due(
     if progress is not None:
         progress(summary)
     logger.info("fee run done: %s", summary.as_dict())
+    if not dry_run:
+        metrics.fee_run_observe(
+            {
+                "charged": summary.charged,
+                "debt": summary.debts,
+                "collected": summary.collected,
+                "skipped": summary.skipped,
+            },
+            blocked=summary.blocked,
+            seconds=time.monotonic() - started,
+        )
     return summary

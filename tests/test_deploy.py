@@ -52,6 +52,8 @@ def test_compose_runs_the_designed_services():
         "pgbouncer",
         "pgbouncer-replica",
         "db-replica",
+        "prometheus",
+        "grafana",
     }
     assert SERVICES["nginx"]["ports"] == [
         "${WALLET_HTTP_BIND:-127.0.0.1}:${WALLET_HTTP_PORT:-8080}:8080"
@@ -136,7 +138,7 @@ def test_compose_images_are_pinned_to_a_patch_release():
     images = {name: s["image"] for name, s in SERVICES.items() if "build" not in s}
     assert images.keys() == {
         *("nginx", "db", "db-replica", "redis", "mailpit"),
-        *("pgbouncer", "pgbouncer-replica"),
+        *("pgbouncer", "pgbouncer-replica", "prometheus", "grafana"),
     }
     assert images["db-replica"] == images["db"]
     for name, image in images.items():
@@ -241,6 +243,52 @@ def test_compose_scales_out_through_pgbouncer_and_a_replica():
     migrate = SERVICES["migrate"]["environment"]
     assert "@db:5432/" in migrate["DATABASE_URL"]
     assert migrate["DATABASE_POOLER"] == ""
+
+
+def test_compose_prometheus_scrapes_web_and_workers_with_the_token():
+    """Prometheus reads each process directly (never through Nginx, which
+    refuses /metrics), sending the METRICS_TOKEN compose gives the apps."""
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["wallet-web"]["dns_sd_configs"] == [
+        {"names": ["web"], "type": "A", "port": 8000}
+    ]
+    assert jobs["wallet-worker"]["dns_sd_configs"][0]["names"] == [
+        "worker",
+        "email-worker",
+    ]
+    for job in jobs.values():
+        assert (
+            job["authorization"]["credentials_file"] == "/etc/prometheus/metrics_token"
+        )
+    assert COMPOSE["configs"]["metrics-token"]["content"] == (
+        "${METRICS_TOKEN:?set METRICS_TOKEN in .env}"
+    )
+    assert SERVICES["web"]["environment"]["METRICS_TOKEN"] == (
+        "${METRICS_TOKEN:?set METRICS_TOKEN in .env}"
+    )
+    for worker in ("worker", "email-worker"):
+        environment = SERVICES[worker]["environment"]
+        assert environment["METRICS_WORKER_PORT"] == "9808"
+        assert (
+            environment["METRICS_TOKEN"]
+            == SERVICES["web"]["environment"]["METRICS_TOKEN"]
+        )
+        assert "ports" not in SERVICES[worker]
+    assert "ports" not in SERVICES["prometheus"]
+    grafana = SERVICES["grafana"]
+    assert ":?" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert (
+        "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro"
+        in grafana["volumes"]
+    )
+
+
+def test_nginx_never_routes_metrics():
+    conf = (REPO / "nginx" / "nginx.conf").read_text()
+    assert re.search(
+        r"location = /metrics \{\s*default_type application/json;\s*return 404", conf
+    )
 
 
 def test_compose_secrets_have_no_defaults():

@@ -21,6 +21,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from wallet_project.metrics_view import metrics_view
+
 logger = logging.getLogger(__name__)
 
 OK = "ok"
@@ -84,6 +86,8 @@ def readyz(request: HttpRequest) -> HttpResponse:
 HEALTH_VIEWS: dict[str, Callable[[HttpRequest], HttpResponse]] = {
     "/healthz": healthz,
     "/readyz": readyz,
+    # Prometheus scrapes by container address too (wallet_project.metrics_view).
+    "/metrics": metrics_view,
 }
 
 

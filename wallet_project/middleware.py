@@ -18,11 +18,13 @@ from csp import middleware as csp_middleware
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.http import urlencode
 from django_otp import middleware as otp_middleware
 
+from wallet_project import metrics
 from wallet_project.logging import request_id_var
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -50,6 +52,26 @@ def _user_id(request: HttpRequest) -> str | None:
     return None
 
 
+# Paths answered before URL resolution (wallet_project.health), by their own name.
+_UNRESOLVED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _metrics_observe(request: HttpRequest, status: int, seconds: float) -> None:
+    """Count the request under its route template (never its path, which
+    holds ids), then sample this process's pool."""
+    match = request.resolver_match
+    if match is not None:
+        route = match.route
+    elif request.path_info in _UNRESOLVED_ROUTES:
+        route = request.path_info
+    else:
+        route = "unmatched"
+    metrics.http_observe(route, request.method or "", status, seconds)
+    pool = getattr(connection, "pool", None)
+    if pool is not None:
+        metrics.pool_sample(pool)
+
+
 class RequestLogMiddleware:
     """First in MIDDLEWARE: it sees every request, redirects and errors included."""
 
@@ -64,6 +86,9 @@ class RequestLogMiddleware:
         try:
             response = self.get_response(request)
             response[REQUEST_ID_HEADER] = request_id
+            seconds = time.perf_counter() - started
+            if metrics.enabled():
+                _metrics_observe(request, response.status_code, seconds)
             access_logger.info(
                 "%s %s %s",
                 request.method,
@@ -73,7 +98,7 @@ class RequestLogMiddleware:
                     "method": request.method,
                     "path": request.path,
                     "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "duration_ms": round(seconds * 1000, 1),
                     "user_id": _user_id(request),
                     "remote_addr": request.META.get("REMOTE_ADDR"),
                 },

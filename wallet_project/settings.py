@@ -7,6 +7,7 @@ under var/ and the cache is local memory. Tests and production use PostgreSQL an
 Redis.
 """
 
+import ipaddress
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -664,6 +665,23 @@ LOGGING = logging_config(
 )
 # The worker and beat log through LOGGING too (JSON), not Celery's own format.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Prometheus metrics (wallet_project/metrics.py, README "Metrics") -----------------
+# /metrics on the web processes and on the worker's exporter: only from these
+# addresses, or with `Authorization: Bearer <METRICS_TOKEN>`. Nginx never routes it.
+METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+for _network in METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_network.strip(), strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_IPS: {_network!r} is not an address or network."
+        ) from _exc
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# The Celery worker's exporter (0: none); compose binds it on the worker's network.
+METRICS_WORKER_HOST = env.str("METRICS_WORKER_HOST", default="127.0.0.1")
+METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
 
 # --- Sentry (optional): errors of web and worker, no personal data -------------------
 SENTRY_DSN = env.str("SENTRY_DSN", default="")

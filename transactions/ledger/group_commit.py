@@ -14,7 +14,9 @@ back and goes the one-by-one way (`idempotency_execute` around the same builders
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -40,6 +42,7 @@ from transactions.ledger.rules import amount_validate
 from transactions.ledger.transfers import transfer_create, transfer_legs
 from transactions.ledger.writer import Book, GuardFailed, Leg, Posting, Writes
 from transactions.models import IdempotencyKey, Transaction
+from wallet_project import metrics
 from wallet_project.errors import DomainError
 from wallet_project.rendering import json_bytes
 from wallets.errors import WalletNotFound
@@ -74,6 +77,11 @@ class _Operation:
     request: IdempotencyRequest | None
     render: Callable[[Wallet, Posting], Any]
 
+    @property
+    def kind_name(self) -> str:
+        kind = Transaction.Kind.DEPOSIT if self.deposit else Transaction.Kind.WITHDRAWAL
+        return kind.value
+
     def wallet_refs(self) -> tuple[list[UUID], list[str]]:
         return [self.wallet_id], []
 
@@ -99,6 +107,8 @@ class _Transfer:
     description: str
     request: IdempotencyRequest | None
     render: Callable[[Posting], Any]
+
+    kind_name = Transaction.Kind.TRANSFER.value
 
     def wallet_refs(self) -> tuple[list[UUID], list[str]]:
         numbers = [self.destination_number]
@@ -255,6 +265,8 @@ def _postings_post_once(todo: list[Pending[Any]]) -> set[Pending[Any]]:
     without them)."""
     one_by_one: set[Pending[Any]] = set()
     outcomes: list[tuple[Pending[Any], Any, BaseException | None]] = []
+    kinds: list[str] = []
+    lock_wait = 0.0
     keyed: dict[tuple[UUID, str], Pending[Any]] = {}
     try:
         with transaction.atomic(durable=True):
@@ -264,7 +276,9 @@ def _postings_post_once(todo: list[Pending[Any]]) -> set[Pending[Any]]:
                 item_ids, item_numbers = pending.item.wallet_refs()
                 ids.update(item_ids)
                 numbers.update(item_numbers)
+            locking = time.perf_counter()
             book = Book.lock(ids=ids, numbers=numbers)
+            lock_wait = time.perf_counter() - locking
             # The time of the entries, taken under the wallets' locks: a
             # wallet's entries are then in time order as in id order.
             now = timezone.now()
@@ -309,6 +323,7 @@ def _postings_post_once(todo: list[Pending[Any]]) -> set[Pending[Any]]:
                     )
                     keyed[request.user_id, request.key] = pending
                 outcomes.append((pending, IdempotentResponse(201, content), None))
+                kinds.append(plan.kind)
             if writes.deltas:
                 writes.execute(commit=True)
     except GuardFailed as failed:
@@ -325,7 +340,26 @@ def _postings_post_once(todo: list[Pending[Any]]) -> set[Pending[Any]]:
             pending.resolve(result)
         else:
             pending.fail(error)
+    _batch_count(kinds, outcomes, lock_wait)
     return one_by_one
+
+
+def _batch_count(
+    kinds: list[str],
+    outcomes: list[tuple[Pending[Any], Any, BaseException | None]],
+    lock_wait: float,
+) -> None:
+    """The committed batch in the metrics: its size (what it posted), how long
+    its lock took, each posting by kind and each refusal by its code."""
+    if not metrics.enabled():
+        return
+    if kinds:
+        metrics.batch_observe(len(kinds), lock_wait)
+    for kind, count in Counter(kinds).items():
+        metrics.postings_count(str(kind), "posted", count)
+    for pending, _result, error in outcomes:
+        if isinstance(error, DomainError):
+            metrics.postings_count(pending.item.kind_name, str(error.code))
 
 
 def _keys_taken(keyed: dict[tuple[UUID, str], Pending[Any]]) -> set[Pending[Any]]:

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from transactions.ledger.errors import IdempotencyConflict
 from transactions.models import IdempotencyKey
+from wallet_project import metrics
 from wallet_project.rendering import json_bytes
 from wallets.models import Wallet
 
@@ -66,7 +67,9 @@ def _stored(request: IdempotencyRequest) -> IdempotentResponse | None:
     if record is None:
         return None
     if record.fingerprint != request.fingerprint:
+        metrics.idempotency_count("conflict")
         raise IdempotencyConflict()
+    metrics.idempotency_count("replayed")
     return IdempotentResponse(
         record.response_status, record.response_body.encode(), replayed=True
     )

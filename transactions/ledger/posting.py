@@ -4,10 +4,12 @@ Both write through writer.py."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from uuid import UUID
 
 from django.db import connection, transaction
@@ -17,6 +19,7 @@ from accounts.models import User
 from transactions.ledger.errors import InvalidAmount, TransactionNotPending
 from transactions.ledger.writer import Book, Leg, Posting, Writes, legs_check_balanced
 from transactions.models import Transaction
+from wallet_project import metrics
 from wallet_project.errors import DomainError
 from wallets.models import Wallet
 
@@ -58,6 +61,24 @@ def ledger_post(
     row lock. Anywhere else a failed posting rolls back to its own savepoint.
     """
     legs_check_balanced(legs)
+    try:
+        posting = _post(kind, legs, initiator, description, metadata, pending, reverses)
+    except DomainError as refusal:
+        metrics.postings_count(str(kind), str(refusal.code))
+        raise
+    transaction.on_commit(partial(metrics.postings_count, str(kind)))
+    return posting
+
+
+def _post(
+    kind: str,
+    legs: Sequence[Leg],
+    initiator: User | None,
+    description: str,
+    metadata: dict | None,
+    pending: Transaction | None,
+    reverses: Transaction | None,
+) -> Posting:
     blocks = connection.atomic_blocks
     savepoint = not (blocks and blocks[-1].durable)
     with transaction.atomic(savepoint=savepoint):
@@ -68,7 +89,9 @@ def ledger_post(
             pending = _pending_claim(
                 pending, kind, description, metadata, timezone.now()
             )
+        locking = time.perf_counter()
         book = Book.lock(ids=user_ids)
+        metrics.lock_wait_observe(time.perf_counter() - locking)
         # The time of the entries, taken under the wallets' locks: a wallet's
         # entries are then in time order as in id order (balances in the past
         # and statements read them by time).
@@ -208,4 +231,8 @@ def ledger_debit_many(
             results[n] = Debited(txn_id, balance_after[0])  # type: ignore[arg-type]
         if writes.deltas:
             writes.execute()
+            posted = sum(1 for result in results if result is not None)
+            transaction.on_commit(
+                partial(metrics.postings_count, str(kind), count=posted)
+            )
     return results

@@ -41,6 +41,7 @@ from transactions.webhooks.services import (
     endpoints_disable_failing,
 )
 from transactions.webhooks.signing import SIGNATURE_HEADER, event_body, signature_header
+from wallet_project import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -381,6 +382,7 @@ def deliveries_send(*, delivery_ids: list[int]) -> list[str | None]:
     unsent = [d.pk for d in claimed[len(tried) :]]
     now = timezone.now()
     recorded = _record(tried, now=now) if tried else []
+    _count(recorded, tried)
     if unsent:
         WebhookDelivery.objects.filter(
             pk__in=unsent, status=WebhookDelivery.Status.PENDING
@@ -388,6 +390,29 @@ def deliveries_send(*, delivery_ids: list[int]) -> list[str | None]:
     _after(recorded, tried, now=now)
     statuses = {d.pk: d.status for d in recorded}
     return [statuses.get(delivery_id) for delivery_id in delivery_ids]
+
+
+_OUTCOMES = {
+    WebhookDelivery.Status.DELIVERED: "delivered",
+    WebhookDelivery.Status.FAILED: "failed",
+    WebhookDelivery.Status.PENDING: "retrying",
+}
+
+
+def _count(recorded: list[WebhookDelivery], tried: list[Tried]) -> None:
+    """The recorded attempts in the metrics: each by outcome, and for each
+    delivered one the time from its event's commit to now."""
+    if not metrics.enabled():
+        return
+    created = {one.delivery.pk: one.delivery.event.created_at for one in tried}
+    metrics.webhook_outcomes_count(
+        (_OUTCOMES.get(d.status, "retrying") for d in recorded),
+        (
+            (d.delivered_at - created[d.pk]).total_seconds()
+            for d in recorded
+            if d.status == WebhookDelivery.Status.DELIVERED and d.delivered_at
+        ),
+    )
 
 
 def _after(
