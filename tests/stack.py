@@ -456,6 +456,8 @@ class Stack:
     workdir: Path
     static_root: Path
     media_root: Path
+    # The worker's own /metrics (wallet_project.metrics.worker_exporter_start).
+    worker_metrics_url: str = ""
     _processes: list[_Process] = field(default_factory=list)
     _nginx_conf: Path | None = None
     _owns_workdir: bool = False
@@ -485,9 +487,9 @@ class Stack:
         # `user` of the config when that is root): they must reach these.
         os.chmod(workdir, 0o755)  # noqa: S103 - nothing secret in there
         ports = {free_port()}
-        while len(ports) < 1 + web_nodes:
+        while len(ports) < 2 + web_nodes:
             ports.add(free_port())
-        nginx_port, web_port, *more_ports = ports
+        worker_metrics_port, nginx_port, web_port, *more_ports = ports
         static_root, media_root = workdir / "static", workdir / "media"
         media_root.mkdir()
         (workdir / "nginx-temp").mkdir()
@@ -517,6 +519,9 @@ class Stack:
             workdir=workdir,
             static_root=static_root,
             media_root=media_root,
+            worker_metrics_url=(
+                f"http://127.0.0.1:{worker_metrics_port}/metrics" if celery else ""
+            ),
             _owns_workdir=owns_workdir,
         )
         try:
@@ -527,7 +532,13 @@ class Stack:
                 *(sys.executable, "-m", "gunicorn", "wallet_project.wsgi"),
                 *("-c", str(REPO / "gunicorn.conf.py")),
             ]
-            stack._spawn("web", gunicorn)
+            # Each master's and the worker's metrics in a directory of the
+            # stack's (wallet_project/metrics_dir.py).
+            stack._spawn(
+                "web",
+                gunicorn,
+                env={"PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics-web")},
+            )
             for node, port in enumerate(more_ports, start=2):
                 # Another web node: its own master, port and control socket.
                 stack._spawn(
@@ -537,6 +548,9 @@ class Stack:
                         "GUNICORN_BIND": f"127.0.0.1:{port}",
                         "GUNICORN_CONTROL_SOCKET": str(
                             workdir / f"gunicorn-{node}.ctl"
+                        ),
+                        "PROMETHEUS_MULTIPROC_DIR": str(
+                            workdir / f"metrics-web-{node}"
                         ),
                     },
                 )
@@ -549,6 +563,10 @@ class Stack:
                         *("worker", "--loglevel", "INFO", "--concurrency", "2"),
                         *("-n", node, "--without-gossip", "--without-mingle"),
                     ],
+                    env={
+                        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics-worker"),
+                        "METRICS_WORKER_PORT": str(worker_metrics_port),
+                    },
                 )
                 stack._spawn(
                     "beat",

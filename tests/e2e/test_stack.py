@@ -196,6 +196,90 @@ def test_sign_up_deposit_transfer_through_nginx(stack, smtp):
     ]
 
 
+def _scrape(url: str) -> dict[tuple, float]:
+    """Every sample of a /metrics page: (name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = http_request("GET", url)
+    assert response.status == 200, response.body[:300]
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.body.decode())
+        for sample in family.samples
+    }
+
+
+def _sample(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_count_what_the_clients_did(stack, smtp):
+    """Prometheus's view, read as it reads it (from each process, not through
+    Nginx, which refuses /metrics): 20 deposits through Nginx move the posting
+    counter and the route's 201s by 20, summed over both Gunicorn workers; the
+    worker's exporter counts the sign-up email task it ran."""
+    me = _sign_up(stack, smtp, f"metrics-{uuid.uuid4().hex[:8]}@example.com")
+    wallet_id, token = me["wallets"][0]["id"], me["access"]
+    web_metrics = f"{stack.web_url}/metrics"
+    before = _scrape(web_metrics)
+
+    def deposit(_n):
+        return stack.request(
+            "POST",
+            f"/api/v1/wallets/{wallet_id}/operation",
+            json_body={"operation_type": "DEPOSIT", "amount": "1.00"},
+            token=token,
+        ).status
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(deposit, range(20)))
+    after = _scrape(web_metrics)
+
+    assert statuses == [201] * 20
+    posted = {"kind": "deposit", "outcome": "posted"}
+    assert (
+        _sample(after, "wallet_ledger_postings_total", **posted)
+        - _sample(before, "wallet_ledger_postings_total", **posted)
+        == 20
+    )
+    (route,) = {
+        dict(labels)["route"]
+        for name, labels in after
+        if name == "wallet_http_requests_total"
+        and "/operation" in dict(labels)["route"]
+    }
+    created = {"route": route, "method": "POST", "status": "201"}
+    assert (
+        _sample(after, "wallet_http_requests_total", **created)
+        - _sample(before, "wallet_http_requests_total", **created)
+        == 20
+    )
+    assert _sample(after, "wallet_metrics_database_up") == 1
+    assert not any(wallet_id in str(labels) for _name, labels in after)
+    # Both workers counted (multiprocess mode): the pool gauges are per process.
+    assert (
+        _sample(after, "wallet_db_pool_connections", state="idle")
+        + _sample(after, "wallet_db_pool_connections", state="in_use")
+        >= 2
+    )
+
+    refused = stack.request("GET", "/metrics")
+    assert refused.status == 404
+    assert b"wallet_" not in refused.body
+
+    worker = _scrape(stack.worker_metrics_url)
+    sent = {"task": "accounts.tasks.verification_code_send", "state": "succeeded"}
+    assert _sample(worker, "wallet_celery_tasks_total", **sent) >= 1
+    assert (
+        _sample(
+            worker,
+            "wallet_celery_task_duration_seconds_count",
+            task="accounts.tasks.verification_code_send",
+        )
+        >= 1
+    )
+
+
 def test_256_concurrent_clients_do_not_exhaust_connections(
     stack, smtp, e2e_database_url
 ):
