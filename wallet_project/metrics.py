@@ -169,16 +169,33 @@ def enabled() -> bool:
 # --- What the code counts ------------------------------------------------------------------
 
 
+# Label children already made, by their labels: `labels()` validates and locks on
+# every call, a third of the hot path's cost here. A few hundred entries at most
+# (routes x methods x statuses, kinds x outcomes).
+_http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_postings: dict[tuple[str, str], Any] = {}
+
+
 def http_observe(route: str, method: str, status: int, seconds: float) -> None:
     if not enabled():
         return
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
-    HTTP_DURATION.labels(route, method).observe(seconds)
+    key = (route, method, status)
+    children = _http.get(key)
+    if children is None:
+        children = _http[key] = (
+            HTTP_REQUESTS.labels(route, method, str(status)),
+            HTTP_DURATION.labels(route, method),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def postings_count(kind: str, outcome: str = "posted", count: int = 1) -> None:
     if count and enabled():
-        POSTINGS.labels(kind, outcome).inc(count)
+        child = _postings.get((kind, outcome))
+        if child is None:
+            child = _postings[kind, outcome] = POSTINGS.labels(kind, outcome)
+        child.inc(count)
 
 
 def batch_observe(size: int, lock_wait: float) -> None:
