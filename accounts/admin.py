@@ -65,7 +65,7 @@ class WalletInline(admin.TabularInline):
 
     model = Wallet
     fk_name = "owner"
-    fields = ["number", "currency", "balance", "status", "blocked_reason", "created_at"]
+    fields = ("number", "currency", "balance", "status", "blocked_reason", "created_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -290,7 +290,7 @@ class AuditLogAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     search_fields = ["object_repr", "object_id", "change_message", "user__email"]
     date_hierarchy = None
     show_full_result_count = False
-    fields = [
+    fields = (
         "action_time",
         "user",
         "action_flag",
@@ -298,7 +298,7 @@ class AuditLogAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         "object_id",
         "object_link",
         "message",
-    ]
+    )
     readonly_fields = fields
 
     @admin.display(description=_("object"))

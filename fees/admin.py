@@ -34,7 +34,7 @@ class FeeChargeAdmin(ServiceOnlyAdmin):
     ordering = ["-period_start"]
     show_full_result_count = False
     actions = ["waive"]
-    readonly_fields = [
+    readonly_fields = (
         "wallet",
         "period_start",
         "amount",
@@ -48,7 +48,7 @@ class FeeChargeAdmin(ServiceOnlyAdmin):
         "refund",
         "created_at",
         "updated_at",
-    ]
+    )
     fields = readonly_fields
 
     @admin.display(description=_("refund"))
@@ -56,7 +56,7 @@ class FeeChargeAdmin(ServiceOnlyAdmin):
         """A paid fee is refunded by reversing its transaction (two operators,
         on the transaction's page); a debt is waived instead (the action)."""
         if charge.transaction_id is None:
-            return _("A debt is not refunded: waive it.")
+            return str(_("A debt is not refunded: waive it."))
         url = reverse(
             "admin:transactions_transaction_reverse", args=[charge.transaction_id]
         )
@@ -85,7 +85,11 @@ class FeeChargeAdmin(ServiceOnlyAdmin):
             try:
                 fee_charge_waive(charge=charge, waived_by=request.user, reason=reason)
             except (DomainError, ValidationError) as error:
-                detail = getattr(error, "detail", None) or "; ".join(error.messages)
+                detail = (
+                    error.detail
+                    if isinstance(error, DomainError)
+                    else "; ".join(error.messages)
+                )
                 self.message_user(
                     request, f"{charge.wallet.number}: {detail}", messages.ERROR
                 )

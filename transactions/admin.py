@@ -10,6 +10,7 @@ import uuid
 from collections import defaultdict
 from datetime import timedelta
 from decimal import Decimal
+from typing import cast
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -19,6 +20,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.functional import Promise
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
@@ -88,7 +90,7 @@ class OwnerFilter(_ByIdFilter):
 
 class EntryInline(admin.TabularInline):
     model = Entry
-    fields = ["wallet", "amount", "balance_after", "created_at"]
+    fields = ("wallet", "amount", "balance_after", "created_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -108,7 +110,7 @@ class EntryInline(admin.TabularInline):
 
 @admin.register(Transaction)
 class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
-    list_display = [
+    list_display = (
         "id",
         "kind",
         "status",
@@ -117,7 +119,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         "initiator",
         "created_at",
         "posted_at",
-    ]
+    )
     list_filter = [
         "kind",
         "status",
@@ -130,7 +132,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     search_help_text = _("A transaction id, or a wallet number or id.")
     show_full_result_count = False
     inlines = [EntryInline]
-    fields = [*list_display, "reverses_link", "reversals_links", "metadata_pretty"]
+    fields = (*list_display, "reverses_link", "reversals_links", "metadata_pretty")
     readonly_fields = fields
 
     def get_queryset(self, request):
@@ -288,7 +290,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         if not request.user.has_perm(ADJUST_PERMISSION):
             raise PermissionDenied
         original = get_object_or_404(Transaction, pk=object_id)
-        error = None
+        error: str | Promise | None = None
         try:
             plan = ledger.reversal_plan(original)
         except DomainError as refusal:
@@ -306,7 +308,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
                     original=original,
                     amount=amount,
                     reason=request.POST.get("reason", ""),
-                    requested_by=request.user,
+                    requested_by=cast(User, request.user),  # admin_view: staff
                 )
             except (ArithmeticError, ValueError):
                 error = _("Write the amount as digits, e.g. 100.50.")
@@ -350,7 +352,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         own_request = txn.metadata.get("requested_by") == str(request.user.pk)
         is_pending = txn.status == Transaction.Status.PENDING
         legs = []
-        if is_pending:
+        if is_pending and txn.reverses is not None:  # a reversal reverses one
             entries = txn.reverses.entries.select_related("wallet").order_by("id")
             amounts = [Decimal(a) for a in txn.metadata.get("legs", [])]
             legs = [
@@ -457,7 +459,7 @@ class TopUpAdmin(ServiceOnlyAdmin):
     )
     show_full_result_count = False
     actions = ["approve_topups", "reject_topups"]
-    fields = [
+    fields = (
         "id",
         "wallet",
         "amount",
@@ -469,7 +471,7 @@ class TopUpAdmin(ServiceOnlyAdmin):
         "decided_by",
         "decided_at",
         "transaction_link",
-    ]
+    )
     readonly_fields = fields
 
     @admin.display(description=_("transaction"))
@@ -620,7 +622,7 @@ class HoldAdmin(ServiceOnlyAdmin):
     search_help_text = _("A hold or payout id, wallet number or owner email.")
     show_full_result_count = False
     actions = ["void_holds"]
-    fields = [
+    fields = (
         "id",
         "wallet",
         "amount_display",
@@ -635,7 +637,7 @@ class HoldAdmin(ServiceOnlyAdmin):
         "resolved_at",
         "captured_amount",
         "transaction_link",
-    ]
+    )
     readonly_fields = fields
 
     @admin.display(description=_("wallet"), ordering="wallet__number")
@@ -733,7 +735,7 @@ class PayoutAdmin(ServiceOnlyAdmin):
     )
     show_full_result_count = False
     actions = ["fail_payouts"]
-    fields = [
+    fields = (
         "id",
         "wallet",
         "amount",
@@ -749,7 +751,7 @@ class PayoutAdmin(ServiceOnlyAdmin):
         "decided_at",
         "hold_link",
         "transaction_link",
-    ]
+    )
     readonly_fields = fields
 
     @admin.display(description=_("wallet"), ordering="wallet__number")

@@ -19,6 +19,7 @@ own.
 """
 
 import json
+from typing import TYPE_CHECKING, TypedDict
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
@@ -38,6 +39,17 @@ from accounts.models import User
 from transactions import webhooks
 from transactions.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from wallets.models import Wallet
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    class _DeliveryCounts(TypedDict):
+        """What WebhookEndpointAdmin.get_queryset annotates an endpoint with."""
+
+        pending_deliveries: int
+        failed_deliveries: int
+
+    _CountedEndpoint = WithAnnotations[WebhookEndpoint, _DeliveryCounts]
 
 SECRETS = ["secret", "previous_secret"]
 _BIGINT_MAX = 2**63 - 1
@@ -174,7 +186,7 @@ class EventAdmin(_ViewOnlyAdmin):
     ordering = ["-id"]
     search_fields = ["id"]  # see get_search_results
     search_help_text = _("An event id, a wallet number or an owner's email.")
-    fields = [
+    fields = (
         "id",
         "event_type",
         "wallet_link",
@@ -183,7 +195,7 @@ class EventAdmin(_ViewOnlyAdmin):
         "created_at",
         "deliveries",
         "data_pretty",
-    ]
+    )
     readonly_fields = fields
 
     @admin.display(description=_("event type"), ordering="type")
@@ -285,7 +297,7 @@ class WebhookEndpointAdmin(_ViewOnlyAdmin):
     search_fields = ["url", "user__email"]
     search_help_text = _("Part of the URL or of the owner's email, or an endpoint id.")
     actions = ["enable_endpoints"]
-    fields = [
+    fields = (
         "id",
         "url",
         "owner_email",
@@ -297,7 +309,7 @@ class WebhookEndpointAdmin(_ViewOnlyAdmin):
         "created_at",
         "updated_at",
         "deliveries",
-    ]
+    )
     readonly_fields = fields
 
     def get_queryset(self, request):
@@ -332,11 +344,11 @@ class WebhookEndpointAdmin(_ViewOnlyAdmin):
     @admin.display(description=_("event types"))
     def event_types_display(self, endpoint: WebhookEndpoint) -> str:
         if endpoint.event_types == ["*"]:
-            return _("all")
+            return str(_("all"))
         return ", ".join(endpoint.event_types)
 
     @admin.display(description=_("pending"), ordering="pending_deliveries")
-    def pending_count(self, endpoint: WebhookEndpoint) -> str:
+    def pending_count(self, endpoint: "_CountedEndpoint") -> str:
         return format_html(
             '<a href="{}">{}</a>',
             _deliveries_url(endpoint=endpoint.pk, status__exact="pending"),
@@ -344,7 +356,7 @@ class WebhookEndpointAdmin(_ViewOnlyAdmin):
         )
 
     @admin.display(description=_("failed"), ordering="failed_deliveries")
-    def failed_count(self, endpoint: WebhookEndpoint) -> str:
+    def failed_count(self, endpoint: "_CountedEndpoint") -> str:
         return format_html(
             '<a href="{}">{}</a>',
             _deliveries_url(endpoint=endpoint.pk, status__exact="failed"),
@@ -360,7 +372,7 @@ class WebhookEndpointAdmin(_ViewOnlyAdmin):
                 "Set (shown to its owner only). Rotated: the previous secret "
                 "also signs until %(time)s."
             ) % {"time": timezone.localtime(expires).strftime("%Y-%m-%d %H:%M %Z")}
-        return _("Set (shown to its owner only).")
+        return str(_("Set (shown to its owner only)."))
 
     @admin.display(description=_("webhook deliveries"))
     def deliveries(self, endpoint: WebhookEndpoint) -> str:
@@ -466,7 +478,7 @@ class EventFilter(_ByIdFilter):
 
 class WebhookAttemptInline(admin.TabularInline):
     model = WebhookAttempt
-    fields = ["started", "status_code", "duration_ms", "error", "response_excerpt"]
+    fields = ("started", "status_code", "duration_ms", "error", "response_excerpt")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -508,7 +520,7 @@ class WebhookDeliveryAdmin(_ViewOnlyAdmin):
     actions = ["resend_deliveries"]
     list_select_related = ["event", "endpoint__user"]
     inlines = [WebhookAttemptInline]
-    fields = [
+    fields = (
         "id",
         "event_link",
         "endpoint_link",
@@ -520,7 +532,7 @@ class WebhookDeliveryAdmin(_ViewOnlyAdmin):
         "created_at",
         "delivered_at",
         "event_data",
-    ]
+    )
     readonly_fields = fields
 
     def get_queryset(self, request):

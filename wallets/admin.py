@@ -4,6 +4,7 @@ and adjust call the services, and each leaves a LogEntry with the operator's
 reason."""
 
 import uuid
+from typing import cast
 
 from django import forms
 from django.conf import settings
@@ -19,6 +20,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from accounts.models import User
 from transactions import ledger
 from wallet_project.admin_forms import AdjustmentForm, ReasonForm, reason_action
 from wallet_project.errors import DomainError
@@ -100,7 +102,7 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     @admin.display(description=_("balance"), ordering="balance")
     def balance_display(self, wallet: Wallet) -> str:
         if wallet.kind == Wallet.Kind.SYSTEM:
-            return _("(from entries)")
+            return str(_("(from entries)"))
         return f"{wallet.balance.amount:,.2f} {wallet.currency}"
 
     @admin.display(description=_("held"), ordering="held")
@@ -235,7 +237,7 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
                     wallet=wallet,
                     amount=amount,
                     reason=reason,
-                    requested_by=request.user,
+                    requested_by=cast(User, request.user),  # admin_view: staff
                 )
             except DomainError as error:
                 form.add_error("amount", error.detail)

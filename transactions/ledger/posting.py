@@ -59,7 +59,7 @@ def ledger_post(
     """
     legs_check_balanced(legs)
     blocks = connection.atomic_blocks
-    savepoint = not (blocks and blocks[-1].durable)
+    savepoint = not (blocks and blocks[-1].durable)  # type: ignore[attr-defined]  # Atomic sets .durable; django-stubs omits it
     with transaction.atomic(savepoint=savepoint):
         user_ids = [
             leg.wallet.id for leg in legs if leg.wallet.kind == Wallet.Kind.USER

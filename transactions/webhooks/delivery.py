@@ -26,6 +26,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from uuid import UUID
 
 import urllib3
 from django.conf import settings
@@ -272,7 +273,7 @@ def _failing_since_update(tried: list[Tried]) -> None:
     """Each endpoint's `failing_since` after these tries, in their order: a
     2xx clears it, a failure sets it unless it is set already; one UPDATE per
     endpoint (a batch is one endpoint's)."""
-    by_endpoint: dict[str, list[Tried]] = {}
+    by_endpoint: dict[UUID, list[Tried]] = {}
     for one in tried:
         by_endpoint.setdefault(one.delivery.endpoint_id, []).append(one)
     for endpoint_id, tries in by_endpoint.items():
