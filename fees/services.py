@@ -238,7 +238,11 @@ def _charge_event(charge: FeeCharge) -> NewEvent:
 
 
 def _events(
-    wallet: Wallet, charges: Iterable[FeeCharge], status: str, reason: str, now
+    wallet: Wallet,
+    charges: Iterable[FeeCharge],
+    status: str,
+    reason: str,
+    now: datetime,
 ) -> None:
     """`fee.charged` for each charge made or paid, then the wallet's
     `wallet.blocked`/`unblocked` if its status changed (it is locked)."""
@@ -378,7 +382,7 @@ def _charge_wallet(
                 FeeCharge(
                     wallet=wallet,
                     period_start=period,
-                    amount=Money(quote.amount, quote.currency),  # type: ignore[misc]
+                    amount=Money(quote.amount, quote.currency),
                     rate=quote.rate,
                     status=FeeCharge.Status.DEBT,
                 )

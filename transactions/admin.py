@@ -10,15 +10,15 @@ import uuid
 from collections import defaultdict
 from datetime import timedelta
 from decimal import Decimal
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Prefetch, Q
-from django.http import HttpRequest, HttpResponseRedirect
+from django.db.models import Model, Prefetch, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.html import format_html, format_html_join
@@ -27,11 +27,14 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import User
 from transactions import ledger
 from transactions.models import Entry, Hold, Payout, TopUp, Transaction
-from wallet_project.admin_forms import ServiceOnlyAdmin, reason_action
+from wallet_project.admin_forms import ReasonForm, ServiceOnlyAdmin, reason_action
 from wallet_project.errors import DomainError
 from wallet_project.replica import ReplicaChangelistMixin
 from wallets.models import Wallet
 from wallets.money import money_str
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 ADJUST_PERMISSION = "wallets.change_wallet"
 
@@ -47,18 +50,23 @@ class _ByIdFilter(admin.SimpleListFilter):
     """A filter set by links elsewhere in the admin (`?wallet=<id>`), shown in the
     sidebar only while it is in use, so it can be cleared."""
 
-    model: type
+    model: type[Model]
 
-    def lookups(self, request, model_admin):
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin
+    ) -> "list[tuple[str, StrOrPromise]]":
         # A filter with no choices is dropped by the changelist: while in use it
         # always has one, so an unknown id lists nothing instead of everything.
-        if self.value() is None:
+        value = self.value()
+        if value is None:
             return []
         wanted = _as_uuid(self.value())
-        obj = wanted and self.model.objects.filter(pk=wanted).first()
-        return [(self.value(), str(obj) if obj else _("unknown"))]
+        obj = wanted and self.model._default_manager.filter(pk=wanted).first()
+        return [(value, str(obj) if obj else _("unknown"))]
 
-    def queryset(self, request, queryset):
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> QuerySet[Any] | None:
         if self.value() is None:
             return queryset
         wanted = _as_uuid(self.value())
@@ -66,7 +74,7 @@ class _ByIdFilter(admin.SimpleListFilter):
             return queryset.none()
         return queryset.filter(pk__in=self.entries(wanted).values("transaction_id"))
 
-    def entries(self, wanted: uuid.UUID):
+    def entries(self, wanted: uuid.UUID) -> QuerySet[Entry]:
         raise NotImplementedError
 
 
@@ -75,7 +83,7 @@ class WalletFilter(_ByIdFilter):
     parameter_name = "wallet"
     model = Wallet
 
-    def entries(self, wanted):
+    def entries(self, wanted: uuid.UUID) -> QuerySet[Entry]:
         return Entry.objects.filter(wallet_id=wanted)
 
 
@@ -84,7 +92,7 @@ class OwnerFilter(_ByIdFilter):
     parameter_name = "owner"
     model = User
 
-    def entries(self, wanted):
+    def entries(self, wanted: uuid.UUID) -> QuerySet[Entry]:
         return Entry.objects.filter(wallet__owner_id=wanted)
 
 
@@ -95,16 +103,22 @@ class EntryInline(admin.TabularInline):
     extra = 0
     can_delete = False
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return super().get_queryset(request).select_related("wallet")
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
 
@@ -135,7 +149,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     fields = (*list_display, "reverses_link", "reversals_links", "metadata_pretty")
     readonly_fields = fields
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return (
             super()
             .get_queryset(request)
@@ -184,7 +198,9 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             "<pre>{}</pre>", json.dumps(txn.metadata, indent=2, sort_keys=True)
         )
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         """A transaction id; a wallet id or number finds that wallet's transactions."""
         term = search_term.strip()
         if not term:
@@ -193,21 +209,31 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         if wanted is not None:
             in_wallet = Entry.objects.filter(wallet_id=wanted).values("transaction_id")
             return queryset.filter(Q(pk=wanted) | Q(pk__in=in_wallet)), False
-        in_wallet = Entry.objects.filter(wallet__number=term.replace(" ", ""))
-        return queryset.filter(pk__in=in_wallet.values("transaction_id")), False
+        by_number = Entry.objects.filter(wallet__number=term.replace(" ", ""))
+        return queryset.filter(pk__in=by_number.values("transaction_id")), False
 
     # --- The ledger is append-only: no add/change/delete for anyone -----------------
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         txn = self.get_object(request, object_id)
         extra_context = {
             **(extra_context or {}),
@@ -226,7 +252,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
 
     # --- Two-person adjustments ---------------------------------------------------------
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         return [
             path(
                 "<uuid:object_id>/review/",
@@ -241,7 +267,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def review_view(self, request: HttpRequest, object_id):
+    def review_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Confirm or reject a pending adjustment. Whoever requested it may only
         withdraw it (reject); a different operator confirms it."""
         if not self.has_view_permission(request):
@@ -283,7 +309,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
 
     # --- Two-person reversals -----------------------------------------------------------
 
-    def reverse_view(self, request: HttpRequest, object_id):
+    def reverse_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Request a reversal of a posted transaction (all of what is left, or
         an amount in its first leg's currency) with a reason; a different
         operator confirms it on the review page."""
@@ -342,7 +368,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             request, "admin/transactions/transaction/reverse.html", context
         )
 
-    def _reversal_review(self, request: HttpRequest, txn: Transaction):
+    def _reversal_review(self, request: HttpRequest, txn: Transaction) -> HttpResponse:
         may_decide = request.user.has_perm(ADJUST_PERMISSION)
         if request.method == "POST":
             if not may_decide:
@@ -376,7 +402,9 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             request, "admin/transactions/transaction/reversal_review.html", context
         )
 
-    def _decide_reversal(self, request, txn: Transaction, decision: str) -> None:
+    def _decide_reversal(
+        self, request: HttpRequest, txn: Transaction, decision: str
+    ) -> None:
         metadata = txn.metadata
         what = (
             f"reversal of {metadata['reversed_amount']} {metadata['currency']} "
@@ -384,12 +412,14 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         )
         try:
             if decision == "approve":
-                ledger.reversal_approve(transaction=txn, approved_by=request.user)
+                ledger.reversal_approve(
+                    transaction=txn, approved_by=cast(User, request.user)
+                )
                 message = f"Approved {what}. Reason: {metadata['reason']}"
             elif decision == "reject":
                 note = request.POST.get("note", "").strip()
                 ledger.reversal_reject(
-                    transaction=txn, rejected_by=request.user, note=note
+                    transaction=txn, rejected_by=cast(User, request.user), note=note
                 )
                 message = f"Rejected {what}. Note: {note or '-'}"
             else:
@@ -403,7 +433,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         self.log_change(request, txn.reverses, message)
         self.message_user(request, message, messages.SUCCESS)
 
-    def _decide(self, request, txn: Transaction, decision: str) -> None:
+    def _decide(self, request: HttpRequest, txn: Transaction, decision: str) -> None:
         metadata = txn.metadata
         what = (
             f"adjustment {Decimal(metadata['amount']):+} {metadata['currency']} "
@@ -411,12 +441,14 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         )
         try:
             if decision == "approve":
-                ledger.adjustment_approve(transaction=txn, approved_by=request.user)
+                ledger.adjustment_approve(
+                    transaction=txn, approved_by=cast(User, request.user)
+                )
                 message = f"Approved {what}. Reason: {metadata['reason']}"
             elif decision == "reject":
                 note = request.POST.get("note", "").strip()
                 ledger.adjustment_reject(
-                    transaction=txn, rejected_by=request.user, note=note
+                    transaction=txn, rejected_by=cast(User, request.user), note=note
                 )
                 message = f"Rejected {what}. Note: {note or '-'}"
             else:
@@ -483,18 +515,29 @@ class TopUpAdmin(ServiceOnlyAdmin):
         )
         return format_html('<a href="{}">{}</a>', url, topup.transaction_id)
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         wanted = _as_uuid(search_term)
         if wanted is not None:
             return queryset.filter(pk=wanted), False
         return super().get_search_results(request, queryset, search_term)
 
-    def _decide(self, request, topups, form, status: str, verb: str) -> None:
+    def _decide(
+        self,
+        request: HttpRequest,
+        topups: QuerySet[TopUp],
+        form: ReasonForm,
+        status: str,
+        verb: str,
+    ) -> None:
         reason = form.cleaned_data["reason"]
         for topup in topups:
             try:
                 ledger.topup_decide(
-                    topup_id=topup.pk, status=status, decided_by=request.user
+                    topup_id=topup.pk,
+                    status=status,
+                    decided_by=cast(User, request.user),
                 )
             except DomainError as error:
                 self.message_user(
@@ -519,7 +562,9 @@ class TopUpAdmin(ServiceOnlyAdmin):
     @admin.action(
         description=_("Approve selected top-ups (paid)"), permissions=["change"]
     )
-    def approve_topups(self, request, queryset):
+    def approve_topups(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> TemplateResponse | None:
         return reason_action(
             self,
             request,
@@ -536,7 +581,9 @@ class TopUpAdmin(ServiceOnlyAdmin):
         )
 
     @admin.action(description=_("Reject selected top-ups"), permissions=["change"])
-    def reject_topups(self, request, queryset):
+    def reject_topups(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> TemplateResponse | None:
         return reason_action(
             self,
             request,
@@ -564,14 +611,18 @@ class AgeFilter(admin.SimpleListFilter):
     title = _("age")
     parameter_name = "age"
 
-    def lookups(self, request, model_admin):
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin
+    ) -> "list[tuple[str, StrOrPromise]]":
         return [
             ("hour", _("Last hour")),
             ("day", _("Last 24 hours")),
             ("older", _("Older than a day")),
         ]
 
-    def queryset(self, request, queryset):
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> QuerySet[Any] | None:
         now = timezone.now()
         if self.value() == "hour":
             return queryset.filter(created_at__gte=now - timedelta(hours=1))
@@ -582,7 +633,7 @@ class AgeFilter(admin.SimpleListFilter):
         return queryset
 
 
-def _link(viewname: str, pk, text=None) -> str:
+def _link(viewname: str, pk: Any, text: str | None = None) -> str:
     if pk is None:
         return "—"
     return format_html(
@@ -657,19 +708,21 @@ class HoldAdmin(ServiceOnlyAdmin):
     def transaction_link(self, hold: Hold) -> str:
         return _link("admin:transactions_transaction_change", hold.transaction_id)
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         wanted = _as_uuid(search_term)
         if wanted is not None:
             return queryset.filter(Q(pk=wanted) | Q(payout__pk=wanted)), False
         return super().get_search_results(request, queryset, search_term.strip())
 
-    def _void(self, request, holds, form) -> None:
+    def _void(self, request: HttpRequest, holds: QuerySet[Any], form: Any) -> None:
         reason = form.cleaned_data["reason"]
         for hold in holds:
             what = f"{money_str(hold.amount, hold.currency)} {hold.currency}"
             try:
                 ledger.hold_void(
-                    hold_id=hold.pk, reason=reason, resolved_by=request.user
+                    hold_id=hold.pk, reason=reason, resolved_by=cast(User, request.user)
                 )
             except DomainError as error:
                 self.message_user(
@@ -685,7 +738,9 @@ class HoldAdmin(ServiceOnlyAdmin):
             )
 
     @admin.action(description=_("Void selected holds"), permissions=["change"])
-    def void_holds(self, request, queryset):
+    def void_holds(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> TemplateResponse | None:
         return reason_action(
             self,
             request,
@@ -766,14 +821,16 @@ class PayoutAdmin(ServiceOnlyAdmin):
     def transaction_link(self, payout: Payout) -> str:
         return _link("admin:transactions_transaction_change", payout.transaction_id)
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         term = search_term.strip()
         wanted = _as_uuid(term)
         if wanted is not None:  # a card token may look like a uuid too
             return queryset.filter(Q(pk=wanted) | Q(destination=term)), False
         return super().get_search_results(request, queryset, term)
 
-    def _fail(self, request, payouts, form) -> None:
+    def _fail(self, request: HttpRequest, payouts: QuerySet[Any], form: Any) -> None:
         reason = form.cleaned_data["reason"]
         for payout in payouts:
             started = timezone.now()
@@ -781,7 +838,7 @@ class PayoutAdmin(ServiceOnlyAdmin):
                 decided = ledger.payout_decide(
                     payout_id=payout.pk,
                     status=Payout.Status.FAILED,
-                    decided_by=request.user,
+                    decided_by=cast(User, request.user),
                     reason=reason,
                 )
                 # The service answers a repeated decision with the payout as it
@@ -813,7 +870,9 @@ class PayoutAdmin(ServiceOnlyAdmin):
             )
 
     @admin.action(description=_("Fail selected payouts"), permissions=["change"])
-    def fail_payouts(self, request, queryset):
+    def fail_payouts(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> TemplateResponse | None:
         return reason_action(
             self,
             request,

@@ -1,4 +1,5 @@
 import uuid
+from datetime import datetime
 from typing import ClassVar
 
 from django.conf import settings
@@ -244,7 +245,7 @@ class TopUp(models.Model):
         return f"top-up {self.amount} ({self.status})"
 
     @property
-    def expires_at(self):
+    def expires_at(self) -> datetime | None:
         """When a pending top-up stops accepting a decision (None once decided)."""
         if self.status != self.Status.PENDING:
             return None

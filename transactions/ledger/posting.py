@@ -7,7 +7,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from django.db import connection, transaction
@@ -111,7 +113,11 @@ def ledger_post(
 
 
 def _pending_claim(
-    pending: Transaction, kind: str, description: str, metadata: dict | None, now
+    pending: Transaction,
+    kind: str,
+    description: str,
+    metadata: dict[str, Any] | None,
+    now: datetime,
 ) -> Transaction:
     """Claim a PENDING transaction for posting (ledger_post's `pending=`).
 
@@ -205,7 +211,7 @@ def ledger_debit_many(
                 legs=legs,
                 balance_after=balance_after,
             )
-            results[n] = Debited(txn_id, balance_after[0])  # type: ignore[arg-type]
+            results[n] = Debited(txn_id, balance_after[0])  # type: ignore[arg-type]  # leg 0 is the user wallet's: set
         if writes.deltas:
             writes.execute()
     return results

@@ -188,7 +188,7 @@ def _error(exc: Exception) -> str:
     if isinstance(exc, UrlNotAllowed):
         return f"url_not_allowed: {exc.detail}"
     while isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason:
-        exc = exc.reason  # type: ignore[assignment]
+        exc = exc.reason
     # Before the timeouts: urllib3's NewConnectionError (a refused connection)
     # is a subclass of its ConnectTimeoutError.
     if isinstance(exc, (urllib3.exceptions.NewConnectionError, ConnectionError)):
