@@ -1,16 +1,19 @@
 import uuid
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
+from django.contrib.admin.options import InlineModelAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponseRedirect
+from django.db.models import Model, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django_otp.plugins.otp_static.models import StaticDevice
@@ -65,19 +68,25 @@ class WalletInline(admin.TabularInline):
 
     model = Wallet
     fk_name = "owner"
-    fields = ["number", "currency", "balance", "status", "blocked_reason", "created_at"]
+    fields = ("number", "currency", "balance", "status", "blocked_reason", "created_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
     show_change_link = True
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
 
@@ -163,12 +172,14 @@ class UserAdmin(ReplicaChangelistMixin, DjangoUserAdmin):
             "left": recovery_codes_left(user=user)
         }
 
-    def get_inlines(self, request, obj):
+    def get_inlines(
+        self, request: HttpRequest, obj: Model | None
+    ) -> list[type[InlineModelAdmin]]:
         return self.inlines if obj is not None else []
 
     # --- A superuser resets another operator's second factor ----------------------
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         return [
             path(
                 "<path:object_id>/second-factor-reset/",
@@ -178,7 +189,13 @@ class UserAdmin(ReplicaChangelistMixin, DjangoUserAdmin):
             *super().get_urls(),
         ]
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         extra_context = {
             **(extra_context or {}),
             "can_reset_second_factor": request.user.is_superuser
@@ -186,7 +203,9 @@ class UserAdmin(ReplicaChangelistMixin, DjangoUserAdmin):
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def second_factor_reset_view(self, request: HttpRequest, object_id):
+    def second_factor_reset_view(
+        self, request: HttpRequest, object_id: str
+    ) -> HttpResponse:
         target = get_object_or_404(User, pk=self._uuid_or_404(object_id))
         if not request.user.is_superuser or target.pk == request.user.pk:
             raise PermissionDenied
@@ -220,7 +239,7 @@ class UserAdmin(ReplicaChangelistMixin, DjangoUserAdmin):
         )
 
     @staticmethod
-    def _uuid_or_404(object_id: str):
+    def _uuid_or_404(object_id: str) -> uuid.UUID:
         try:
             return uuid.UUID(str(object_id))
         except ValueError:
@@ -230,7 +249,9 @@ class UserAdmin(ReplicaChangelistMixin, DjangoUserAdmin):
         description=_("Deactivate selected users (with a reason)"),
         permissions=["change"],
     )
-    def deactivate(self, request, queryset):
+    def deactivate(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> TemplateResponse | None:
         return reason_action(
             self,
             request,
@@ -244,7 +265,9 @@ class UserAdmin(ReplicaChangelistMixin, DjangoUserAdmin):
             apply=self._deactivate,
         )
 
-    def _deactivate(self, request, users, form: ReasonForm) -> None:
+    def _deactivate(
+        self, request: HttpRequest, users: QuerySet[User], form: ReasonForm
+    ) -> None:
         reason = form.cleaned_data["reason"]
         done = 0
         for user in users:
@@ -290,7 +313,7 @@ class AuditLogAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     search_fields = ["object_repr", "object_id", "change_message", "user__email"]
     date_hierarchy = None
     show_full_result_count = False
-    fields = [
+    fields = (
         "action_time",
         "user",
         "action_flag",
@@ -298,7 +321,7 @@ class AuditLogAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         "object_id",
         "object_link",
         "message",
-    ]
+    )
     readonly_fields = fields
 
     @admin.display(description=_("object"))
@@ -312,13 +335,17 @@ class AuditLogAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     def message(self, entry: LogEntry) -> str:
         return entry.get_change_message()
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
 

@@ -12,6 +12,7 @@ that changes `request.user` never changes another request's.
 """
 
 import time
+from typing import Any, cast
 
 from django.conf import settings
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
@@ -19,24 +20,27 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.tokens import Token
 
 from accounts.models import User
 
 _MAX_USERS = 10_000
-_users: dict[str, tuple[float, dict]] = {}
+_users: dict[str, tuple[float, dict[str, Any]]] = {}
 
 
 class CachedJWTAuthentication(JWTAuthentication):
-    def get_user(self, validated_token) -> User:
+    # simplejwt annotates get_user with a TypeVar bound to nothing in its
+    # signature; what it returns is AUTH_USER_MODEL's instance, our User.
+    def get_user(self, validated_token: Token) -> User:  # type: ignore[override]  # see above
         ttl = settings.JWT_USER_CACHE_SECONDS
         if ttl <= 0:
-            return super().get_user(validated_token)
+            return cast(User, super().get_user(validated_token))
         key = str(validated_token.get(api_settings.USER_ID_CLAIM, ""))
         now = time.monotonic()
         hit = _users.get(key)
         if hit is not None and hit[0] > now:
-            return User.from_db("default", None, list(hit[1].values()))
-        user = super().get_user(validated_token)
+            return User.from_db("default", list(hit[1]), list(hit[1].values()))
+        user = cast(User, super().get_user(validated_token))
         if len(_users) >= _MAX_USERS:
             _users.clear()
         _users[key] = (
@@ -61,4 +65,4 @@ class OptionalJWTAuthentication(CachedJWTAuthentication):
 class CachedJWTScheme(SimpleJWTScheme):
     """The OpenAPI security scheme: the same bearer JWT as simplejwt's."""
 
-    target_class = CachedJWTAuthentication
+    target_class = CachedJWTAuthentication  # type: ignore[assignment]  # drf-spectacular takes the class or its dotted path

@@ -125,7 +125,7 @@ def totp_device_confirm(*, user: User, code: str) -> Enrolment:
             f"{len(codes)} recovery codes issued."
         ),
     )
-    return Enrolment(device=device, recovery_codes=codes)  # type: ignore[arg-type]
+    return Enrolment(device=device, recovery_codes=codes)
 
 
 def _recovery_codes_issue(*, user: User) -> list[str]:

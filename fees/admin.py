@@ -2,12 +2,18 @@
 an outstanding debt (through `fee_charge_waive`, with a reason); a paid fee is
 refunded by reversing its transaction."""
 
+from typing import Any, cast
+
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from accounts.models import User
 from fees.models import FeeCharge
 from fees.services import fee_charge_waive
 from wallet_project.admin_forms import ServiceOnlyAdmin, reason_action
@@ -34,7 +40,7 @@ class FeeChargeAdmin(ServiceOnlyAdmin):
     ordering = ["-period_start"]
     show_full_result_count = False
     actions = ["waive"]
-    readonly_fields = [
+    readonly_fields = (
         "wallet",
         "period_start",
         "amount",
@@ -48,7 +54,7 @@ class FeeChargeAdmin(ServiceOnlyAdmin):
         "refund",
         "created_at",
         "updated_at",
-    ]
+    )
     fields = readonly_fields
 
     @admin.display(description=_("refund"))
@@ -56,7 +62,7 @@ class FeeChargeAdmin(ServiceOnlyAdmin):
         """A paid fee is refunded by reversing its transaction (two operators,
         on the transaction's page); a debt is waived instead (the action)."""
         if charge.transaction_id is None:
-            return _("A debt is not refunded: waive it.")
+            return str(_("A debt is not refunded: waive it."))
         url = reverse(
             "admin:transactions_transaction_reverse", args=[charge.transaction_id]
         )
@@ -65,7 +71,9 @@ class FeeChargeAdmin(ServiceOnlyAdmin):
         )
 
     @admin.action(description=_("Waive selected fee debts"), permissions=["change"])
-    def waive(self, request, queryset):
+    def waive(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> TemplateResponse | None:
         return reason_action(
             self,
             request,
@@ -79,13 +87,19 @@ class FeeChargeAdmin(ServiceOnlyAdmin):
             apply=self._waive,
         )
 
-    def _waive(self, request, charges, form) -> None:
+    def _waive(self, request: HttpRequest, charges: QuerySet[Any], form: Any) -> None:
         reason = form.cleaned_data["reason"]
         for charge in charges:
             try:
-                fee_charge_waive(charge=charge, waived_by=request.user, reason=reason)
+                fee_charge_waive(
+                    charge=charge, waived_by=cast(User, request.user), reason=reason
+                )
             except (DomainError, ValidationError) as error:
-                detail = getattr(error, "detail", None) or "; ".join(error.messages)
+                detail = (
+                    error.detail
+                    if isinstance(error, DomainError)
+                    else "; ".join(error.messages)
+                )
                 self.message_user(
                     request, f"{charge.wallet.number}: {detail}", messages.ERROR
                 )

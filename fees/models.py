@@ -1,3 +1,5 @@
+from typing import ClassVar
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -38,6 +40,13 @@ class FeeCharge(models.Model):
         default_currency=None,
         currency_field_name="currency",
     )
+    # Declared for the type checker only (bare annotations make no field): the
+    # currency column this MoneyField adds beside itself, and the default manager,
+    # which django-money replaces with a class it builds at run time that the
+    # django-stubs plugin cannot resolve (typings/djmoney/models/fields.pyi).
+    currency: str
+    objects: ClassVar[models.Manager["FeeCharge"]]
+    _default_manager: ClassVar[models.Manager["FeeCharge"]]
     rate = models.DecimalField(
         _("rate"), max_digits=30, decimal_places=10, null=True, blank=True
     )

@@ -81,7 +81,7 @@ class WalletDetail(NamedTuple):
 
 @functools.cache
 def _wallet_detail_sql() -> str:
-    user_model = Wallet._meta.get_field("owner").related_model._meta  # type: ignore[union-attr]
+    user_model = Wallet._meta.get_field("owner").related_model._meta  # type: ignore[union-attr]  # owner: a ForeignKey to the user model
     return (
         "SELECT w.id, w.number, w.name, w.currency, w.balance, w.held, w.status,"  # noqa: S608 - model names
         " w.blocked_reason, w.next_fee_at, w.created_at, w.updated_at, "

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from django.conf import settings
@@ -240,7 +240,11 @@ def _charge_event(charge: FeeCharge) -> NewEvent:
 
 
 def _events(
-    wallet: Wallet, charges: Iterable[FeeCharge], status: str, reason: str, now
+    wallet: Wallet,
+    charges: Iterable[FeeCharge],
+    status: str,
+    reason: str,
+    now: datetime,
 ) -> None:
     """`fee.charged` for each charge made or paid, then the wallet's
     `wallet.blocked`/`unblocked` if its status changed (it is locked)."""
@@ -380,7 +384,7 @@ def _charge_wallet(
                 FeeCharge(
                     wallet=wallet,
                     period_start=period,
-                    amount=Money(quote.amount, quote.currency),  # type: ignore[misc]
+                    amount=Money(quote.amount, quote.currency),
                     rate=quote.rate,
                     status=FeeCharge.Status.DEBT,
                 )
@@ -532,16 +536,22 @@ def _charge_batch(
             )
             if after is not None:
                 due = due.filter(pk__gt=after)
-            rows = list(
-                due.order_by("pk").values_list(
-                    "pk",
-                    "number",
-                    "currency",
-                    "balance",
-                    "held",
-                    "status",
-                    "next_fee_at",
-                )[:size]
+            # A MoneyField's column reads as its Decimal amount in values_list
+            # (the stub types the attribute, a Money), and next_fee_at__lte
+            # leaves no NULL next_fee_at.
+            rows = cast(
+                list[tuple[UUID, str, str, Decimal, Decimal, str, datetime]],
+                list(
+                    due.order_by("pk").values_list(
+                        "pk",
+                        "number",
+                        "currency",
+                        "balance",
+                        "held",
+                        "status",
+                        "next_fee_at",
+                    )[:size]
+                ),
             )
             claimed = [row[0] for row in rows]
             if not claimed:
@@ -626,7 +636,7 @@ def _pay(payers: list[_Due], unusual: list[UUID]) -> list[tuple[_Due, UUID]]:
 def _record(paid: list[tuple[_Due, UUID]], debtors: list[_Due]) -> None:
     """The charges of one batch (paid, or debt) and its wallets' next fee date;
     a debtor is blocked with FEE_BLOCK_REASON (they are all active here)."""
-    charges = [(due_now, txn) for due_now, txn in paid]
+    charges: list[tuple[_Due, UUID | None]] = [(due_now, txn) for due_now, txn in paid]
     charges += [(due_now, None) for due_now in debtors]
     if not charges:
         return

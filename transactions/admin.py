@@ -8,28 +8,34 @@ confirmed (or rejected) here by a different operator.
 import json
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Prefetch, Q
-from django.http import HttpRequest, HttpResponseRedirect
+from django.db.models import Model, Prefetch, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.functional import Promise
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
 from transactions import ledger
 from transactions.models import Entry, Hold, Payout, TopUp, Transaction
-from wallet_project.admin_forms import ServiceOnlyAdmin, reason_action
+from wallet_project.admin_forms import ReasonForm, ServiceOnlyAdmin, reason_action
 from wallet_project.errors import DomainError
 from wallet_project.replica import ReplicaChangelistMixin
 from wallets.models import Wallet
 from wallets.money import money_str
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 ADJUST_PERMISSION = "wallets.change_wallet"
 
@@ -45,18 +51,23 @@ class _ByIdFilter(admin.SimpleListFilter):
     """A filter set by links elsewhere in the admin (`?wallet=<id>`), shown in the
     sidebar only while it is in use, so it can be cleared."""
 
-    model: type
+    model: type[Model]
 
-    def lookups(self, request, model_admin):
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin
+    ) -> "list[tuple[str, StrOrPromise]]":
         # A filter with no choices is dropped by the changelist: while in use it
         # always has one, so an unknown id lists nothing instead of everything.
-        if self.value() is None:
+        value = self.value()
+        if value is None:
             return []
         wanted = _as_uuid(self.value())
-        obj = wanted and self.model.objects.filter(pk=wanted).first()
-        return [(self.value(), str(obj) if obj else _("unknown"))]
+        obj = wanted and self.model._default_manager.filter(pk=wanted).first()
+        return [(value, str(obj) if obj else _("unknown"))]
 
-    def queryset(self, request, queryset):
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> QuerySet[Any] | None:
         if self.value() is None:
             return queryset
         wanted = _as_uuid(self.value())
@@ -64,7 +75,7 @@ class _ByIdFilter(admin.SimpleListFilter):
             return queryset.none()
         return queryset.filter(pk__in=self.entries(wanted).values("transaction_id"))
 
-    def entries(self, wanted: uuid.UUID):
+    def entries(self, wanted: uuid.UUID) -> QuerySet[Entry]:
         raise NotImplementedError
 
 
@@ -73,7 +84,7 @@ class WalletFilter(_ByIdFilter):
     parameter_name = "wallet"
     model = Wallet
 
-    def entries(self, wanted):
+    def entries(self, wanted: uuid.UUID) -> QuerySet[Entry]:
         return Entry.objects.filter(wallet_id=wanted)
 
 
@@ -82,33 +93,39 @@ class OwnerFilter(_ByIdFilter):
     parameter_name = "owner"
     model = User
 
-    def entries(self, wanted):
+    def entries(self, wanted: uuid.UUID) -> QuerySet[Entry]:
         return Entry.objects.filter(wallet__owner_id=wanted)
 
 
 class EntryInline(admin.TabularInline):
     model = Entry
-    fields = ["wallet", "amount", "balance_after", "created_at"]
+    fields = ("wallet", "amount", "balance_after", "created_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return super().get_queryset(request).select_related("wallet")
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
 
 @admin.register(Transaction)
 class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
-    list_display = [
+    list_display = (
         "id",
         "kind",
         "status",
@@ -117,7 +134,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         "initiator",
         "created_at",
         "posted_at",
-    ]
+    )
     list_filter = [
         "kind",
         "status",
@@ -130,10 +147,10 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     search_help_text = _("A transaction id, or a wallet number or id.")
     show_full_result_count = False
     inlines = [EntryInline]
-    fields = [*list_display, "reverses_link", "reversals_links", "metadata_pretty"]
+    fields = (*list_display, "reverses_link", "reversals_links", "metadata_pretty")
     readonly_fields = fields
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return (
             super()
             .get_queryset(request)
@@ -182,7 +199,9 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             "<pre>{}</pre>", json.dumps(txn.metadata, indent=2, sort_keys=True)
         )
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         """A transaction id; a wallet id or number finds that wallet's transactions."""
         term = search_term.strip()
         if not term:
@@ -191,21 +210,31 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         if wanted is not None:
             in_wallet = Entry.objects.filter(wallet_id=wanted).values("transaction_id")
             return queryset.filter(Q(pk=wanted) | Q(pk__in=in_wallet)), False
-        in_wallet = Entry.objects.filter(wallet__number=term.replace(" ", ""))
-        return queryset.filter(pk__in=in_wallet.values("transaction_id")), False
+        by_number = Entry.objects.filter(wallet__number=term.replace(" ", ""))
+        return queryset.filter(pk__in=by_number.values("transaction_id")), False
 
     # --- The ledger is append-only: no add/change/delete for anyone -----------------
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         txn = self.get_object(request, object_id)
         extra_context = {
             **(extra_context or {}),
@@ -224,7 +253,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
 
     # --- Two-person adjustments ---------------------------------------------------------
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         return [
             path(
                 "<uuid:object_id>/review/",
@@ -239,7 +268,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def review_view(self, request: HttpRequest, object_id):
+    def review_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Confirm or reject a pending adjustment. Whoever requested it may only
         withdraw it (reject); a different operator confirms it."""
         if not self.has_view_permission(request):
@@ -281,14 +310,14 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
 
     # --- Two-person reversals -----------------------------------------------------------
 
-    def reverse_view(self, request: HttpRequest, object_id):
+    def reverse_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Request a reversal of a posted transaction (all of what is left, or
         an amount in its first leg's currency) with a reason; a different
         operator confirms it on the review page."""
         if not request.user.has_perm(ADJUST_PERMISSION):
             raise PermissionDenied
         original = get_object_or_404(Transaction, pk=object_id)
-        error = None
+        error: str | Promise | None = None
         try:
             plan = ledger.reversal_plan(original)
         except DomainError as refusal:
@@ -306,7 +335,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
                     original=original,
                     amount=amount,
                     reason=request.POST.get("reason", ""),
-                    requested_by=request.user,
+                    requested_by=cast(User, request.user),  # admin_view: staff
                 )
             except (ArithmeticError, ValueError):
                 error = _("Write the amount as digits, e.g. 100.50.")
@@ -340,7 +369,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             request, "admin/transactions/transaction/reverse.html", context
         )
 
-    def _reversal_review(self, request: HttpRequest, txn: Transaction):
+    def _reversal_review(self, request: HttpRequest, txn: Transaction) -> HttpResponse:
         may_decide = request.user.has_perm(ADJUST_PERMISSION)
         if request.method == "POST":
             if not may_decide:
@@ -350,7 +379,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         own_request = txn.metadata.get("requested_by") == str(request.user.pk)
         is_pending = txn.status == Transaction.Status.PENDING
         legs = []
-        if is_pending:
+        if is_pending and txn.reverses is not None:  # a reversal reverses one
             entries = txn.reverses.entries.select_related("wallet").order_by("id")
             amounts = [Decimal(a) for a in txn.metadata.get("legs", [])]
             legs = [
@@ -374,7 +403,9 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             request, "admin/transactions/transaction/reversal_review.html", context
         )
 
-    def _decide_reversal(self, request, txn: Transaction, decision: str) -> None:
+    def _decide_reversal(
+        self, request: HttpRequest, txn: Transaction, decision: str
+    ) -> None:
         metadata = txn.metadata
         self._decide_pending(
             request,
@@ -389,7 +420,7 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             also_logged=txn.reverses,
         )
 
-    def _decide(self, request, txn: Transaction, decision: str) -> None:
+    def _decide(self, request: HttpRequest, txn: Transaction, decision: str) -> None:
         metadata = txn.metadata
         self._decide_pending(
             request,
@@ -406,25 +437,25 @@ class TransactionAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
 
     def _decide_pending(
         self,
-        request,
+        request: HttpRequest,
         txn: Transaction,
         decision: str,
         *,
         what: str,
-        approve,
-        reject,
-        also_logged,
+        approve: Callable[..., object],
+        reject: Callable[..., object],
+        also_logged: Model | None,
     ) -> None:
         """A second operator's decision on a four-eyes request: approve or
         reject through the ledger, the outcome in the audit log of the request
         and of `also_logged` (the reversed transaction, the adjusted wallet)."""
         try:
             if decision == "approve":
-                approve(transaction=txn, approved_by=request.user)
+                approve(transaction=txn, approved_by=cast(User, request.user))
                 message = f"Approved {what}. Reason: {txn.metadata['reason']}"
             elif decision == "reject":
                 note = request.POST.get("note", "").strip()
-                reject(transaction=txn, rejected_by=request.user, note=note)
+                reject(transaction=txn, rejected_by=cast(User, request.user), note=note)
                 message = f"Rejected {what}. Note: {note or '-'}"
             else:
                 self.message_user(request, _("Unknown decision."), messages.ERROR)
@@ -465,7 +496,7 @@ class TopUpAdmin(ServiceOnlyAdmin):
     )
     show_full_result_count = False
     actions = ["approve_topups", "reject_topups"]
-    fields = [
+    fields = (
         "id",
         "wallet",
         "amount",
@@ -477,7 +508,7 @@ class TopUpAdmin(ServiceOnlyAdmin):
         "decided_by",
         "decided_at",
         "transaction_link",
-    ]
+    )
     readonly_fields = fields
 
     @admin.display(description=_("transaction"))
@@ -489,18 +520,29 @@ class TopUpAdmin(ServiceOnlyAdmin):
         )
         return format_html('<a href="{}">{}</a>', url, topup.transaction_id)
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         wanted = _as_uuid(search_term)
         if wanted is not None:
             return queryset.filter(pk=wanted), False
         return super().get_search_results(request, queryset, search_term)
 
-    def _decide(self, request, topups, form, status: str, verb: str) -> None:
+    def _decide(
+        self,
+        request: HttpRequest,
+        topups: QuerySet[TopUp],
+        form: ReasonForm,
+        status: str,
+        verb: str,
+    ) -> None:
         reason = form.cleaned_data["reason"]
         for topup in topups:
             try:
                 ledger.topup_decide(
-                    topup_id=topup.pk, status=status, decided_by=request.user
+                    topup_id=topup.pk,
+                    status=status,
+                    decided_by=cast(User, request.user),
                 )
             except DomainError as error:
                 self.message_user(
@@ -525,7 +567,9 @@ class TopUpAdmin(ServiceOnlyAdmin):
     @admin.action(
         description=_("Approve selected top-ups (paid)"), permissions=["change"]
     )
-    def approve_topups(self, request, queryset):
+    def approve_topups(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> TemplateResponse | None:
         return reason_action(
             self,
             request,
@@ -542,7 +586,9 @@ class TopUpAdmin(ServiceOnlyAdmin):
         )
 
     @admin.action(description=_("Reject selected top-ups"), permissions=["change"])
-    def reject_topups(self, request, queryset):
+    def reject_topups(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> TemplateResponse | None:
         return reason_action(
             self,
             request,
@@ -570,14 +616,18 @@ class AgeFilter(admin.SimpleListFilter):
     title = _("age")
     parameter_name = "age"
 
-    def lookups(self, request, model_admin):
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin
+    ) -> "list[tuple[str, StrOrPromise]]":
         return [
             ("hour", _("Last hour")),
             ("day", _("Last 24 hours")),
             ("older", _("Older than a day")),
         ]
 
-    def queryset(self, request, queryset):
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> QuerySet[Any] | None:
         now = timezone.now()
         if self.value() == "hour":
             return queryset.filter(created_at__gte=now - timedelta(hours=1))
@@ -588,7 +638,7 @@ class AgeFilter(admin.SimpleListFilter):
         return queryset
 
 
-def _link(viewname: str, pk, text=None) -> str:
+def _link(viewname: str, pk: Any, text: str | None = None) -> str:
     if pk is None:
         return "—"
     return format_html(
@@ -628,7 +678,7 @@ class HoldAdmin(ServiceOnlyAdmin):
     search_help_text = _("A hold or payout id, wallet number or owner email.")
     show_full_result_count = False
     actions = ["void_holds"]
-    fields = [
+    fields = (
         "id",
         "wallet",
         "amount_display",
@@ -643,7 +693,7 @@ class HoldAdmin(ServiceOnlyAdmin):
         "resolved_at",
         "captured_amount",
         "transaction_link",
-    ]
+    )
     readonly_fields = fields
 
     @admin.display(description=_("wallet"), ordering="wallet__number")
@@ -663,19 +713,21 @@ class HoldAdmin(ServiceOnlyAdmin):
     def transaction_link(self, hold: Hold) -> str:
         return _link("admin:transactions_transaction_change", hold.transaction_id)
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         wanted = _as_uuid(search_term)
         if wanted is not None:
             return queryset.filter(Q(pk=wanted) | Q(payout__pk=wanted)), False
         return super().get_search_results(request, queryset, search_term.strip())
 
-    def _void(self, request, holds, form) -> None:
+    def _void(self, request: HttpRequest, holds: QuerySet[Any], form: Any) -> None:
         reason = form.cleaned_data["reason"]
         for hold in holds:
             what = f"{money_str(hold.amount, hold.currency)} {hold.currency}"
             try:
                 ledger.hold_void(
-                    hold_id=hold.pk, reason=reason, resolved_by=request.user
+                    hold_id=hold.pk, reason=reason, resolved_by=cast(User, request.user)
                 )
             except DomainError as error:
                 self.message_user(
@@ -691,7 +743,9 @@ class HoldAdmin(ServiceOnlyAdmin):
             )
 
     @admin.action(description=_("Void selected holds"), permissions=["change"])
-    def void_holds(self, request, queryset):
+    def void_holds(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> TemplateResponse | None:
         return reason_action(
             self,
             request,
@@ -741,7 +795,7 @@ class PayoutAdmin(ServiceOnlyAdmin):
     )
     show_full_result_count = False
     actions = ["fail_payouts"]
-    fields = [
+    fields = (
         "id",
         "wallet",
         "amount",
@@ -757,7 +811,7 @@ class PayoutAdmin(ServiceOnlyAdmin):
         "decided_at",
         "hold_link",
         "transaction_link",
-    ]
+    )
     readonly_fields = fields
 
     @admin.display(description=_("wallet"), ordering="wallet__number")
@@ -772,14 +826,16 @@ class PayoutAdmin(ServiceOnlyAdmin):
     def transaction_link(self, payout: Payout) -> str:
         return _link("admin:transactions_transaction_change", payout.transaction_id)
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         term = search_term.strip()
         wanted = _as_uuid(term)
         if wanted is not None:  # a card token may look like a uuid too
             return queryset.filter(Q(pk=wanted) | Q(destination=term)), False
         return super().get_search_results(request, queryset, term)
 
-    def _fail(self, request, payouts, form) -> None:
+    def _fail(self, request: HttpRequest, payouts: QuerySet[Any], form: Any) -> None:
         reason = form.cleaned_data["reason"]
         for payout in payouts:
             started = timezone.now()
@@ -787,7 +843,7 @@ class PayoutAdmin(ServiceOnlyAdmin):
                 decided = ledger.payout_decide(
                     payout_id=payout.pk,
                     status=Payout.Status.FAILED,
-                    decided_by=request.user,
+                    decided_by=cast(User, request.user),
                     reason=reason,
                 )
                 # The service answers a repeated decision with the payout as it
@@ -819,7 +875,9 @@ class PayoutAdmin(ServiceOnlyAdmin):
             )
 
     @admin.action(description=_("Fail selected payouts"), permissions=["change"])
-    def fail_payouts(self, request, queryset):
+    def fail_payouts(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> TemplateResponse | None:
         return reason_action(
             self,
             request,

@@ -19,16 +19,17 @@ own.
 """
 
 import json
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, Model, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import date as date_format
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
@@ -39,11 +40,22 @@ from transactions import webhooks
 from transactions.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from wallets.models import Wallet
 
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise, WithAnnotations
+
+    class _DeliveryCounts(TypedDict):
+        """What WebhookEndpointAdmin.get_queryset annotates an endpoint with."""
+
+        pending_deliveries: int
+        failed_deliveries: int
+
+    _CountedEndpoint = WithAnnotations[WebhookEndpoint, _DeliveryCounts]
+
 SECRETS = ["secret", "previous_secret"]
 _BIGINT_MAX = 2**63 - 1
 
 
-def _link(viewname: str, pk, text=None) -> str:
+def _link(viewname: str, pk: Any, text: str | None = None) -> str:
     if pk is None:
         return "—"
     return format_html(
@@ -61,7 +73,7 @@ def _as_id(term: str) -> int | None:
     return None
 
 
-def _when(value) -> str | None:
+def _when(value: Any) -> str | None:
     """A compact time for the lists (as the dashboard writes them); None shows
     as the admin's empty value."""
     return date_format(value, "Y-m-d H:i:s") if value else None
@@ -81,23 +93,27 @@ class _EventTypeFilter(admin.SimpleListFilter):
     title = _("event type")
     field: str
 
-    def lookups(self, request, model_admin):
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin
+    ) -> "list[tuple[str, StrOrPromise]]":
         return [(value, value) for value in Event.Type.values]
 
-    def queryset(self, request, queryset):
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> QuerySet[Any] | None:
         if self.value() in Event.Type.values:
             return queryset.filter(**{self.field: self.value()})
         return queryset
 
 
-def _pretty_json(value) -> str:
+def _pretty_json(value: Any) -> str:
     return format_html(
         "<pre>{}</pre>",
         json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str),
     )
 
 
-def _may_change(request: HttpRequest, model) -> bool:
+def _may_change(request: HttpRequest, model: type[Model]) -> bool:
     opts = model._meta
     codename = get_permission_codename("change", opts)
     return request.user.has_perm(f"{opts.app_label}.{codename}")
@@ -110,13 +126,19 @@ class _ViewOnlyAdmin(admin.ModelAdmin):
     show_full_result_count = False
     change_list_template = "admin/transactions/webhooks_change_list.html"
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
 
@@ -129,17 +151,23 @@ class _ButtonAdmin(_ViewOnlyAdmin):
     button: str
     button_pk = "uuid"
 
-    def has_button_permission(self, request) -> bool:
+    def has_button_permission(self, request: HttpRequest) -> bool:
         return _may_change(request, self.model)
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         extra_context = {
             **(extra_context or {}),
             f"can_{self.button}": self.has_button_permission(request),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         opts = self.model._meta
         return [
             path(
@@ -150,7 +178,7 @@ class _ButtonAdmin(_ViewOnlyAdmin):
             *super().get_urls(),
         ]
 
-    def button_view(self, request: HttpRequest, object_id):
+    def button_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         if not self.has_button_permission(request):
             raise PermissionDenied
         obj = get_object_or_404(self.get_queryset(request), pk=object_id)
@@ -160,7 +188,7 @@ class _ButtonAdmin(_ViewOnlyAdmin):
             reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
         )
 
-    def button_press(self, request: HttpRequest, obj) -> None:
+    def button_press(self, request: HttpRequest, obj: Any) -> None:
         raise NotImplementedError
 
 
@@ -169,18 +197,27 @@ class _ByIdFilter(admin.SimpleListFilter):
     the sidebar only while in use, so it can be cleared."""
 
     field: str
-    model: type
+    model: type[Model]
 
-    def lookups(self, request, model_admin):
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin
+    ) -> "list[tuple[str, StrOrPromise]]":
         # A filter with no choices is dropped by the changelist: while in use it
         # always has one, so an unknown id lists nothing instead of everything.
-        if self.value() is None:
+        value = self.value()
+        if value is None:
             return []
         wanted = self._wanted()
-        obj = None if wanted is None else self.model.objects.filter(pk=wanted).first()
-        return [(self.value(), str(obj) if obj else _("unknown"))]
+        obj = (
+            None
+            if wanted is None
+            else self.model._default_manager.filter(pk=wanted).first()
+        )
+        return [(value, str(obj) if obj else _("unknown"))]
 
-    def queryset(self, request, queryset):
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> QuerySet[Any] | None:
         if self.value() is None:
             return queryset
         wanted = self._wanted()
@@ -188,7 +225,7 @@ class _ByIdFilter(admin.SimpleListFilter):
             return queryset.none()
         return queryset.filter(**{self.field: wanted})
 
-    def _wanted(self):
+    def _wanted(self) -> Any:
         try:
             return self.model._meta.pk.to_python(self.value())
         except ValidationError:  # a malformed id lists nothing
@@ -218,7 +255,7 @@ class EventAdmin(_ViewOnlyAdmin):
     ordering = ["-id"]
     search_fields = ["id"]  # see get_search_results
     search_help_text = _("An event id, a wallet number or an owner's email.")
-    fields = [
+    fields = (
         "id",
         "event_type",
         "wallet_link",
@@ -227,7 +264,7 @@ class EventAdmin(_ViewOnlyAdmin):
         "created_at",
         "deliveries",
         "data_pretty",
-    ]
+    )
     readonly_fields = fields
 
     @admin.display(description=_("event type"), ordering="type")
@@ -259,7 +296,9 @@ class EventAdmin(_ViewOnlyAdmin):
             '<a href="{}?event={}">{}</a>', url, event.pk, _("Webhook deliveries")
         )
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         """Exact matches, each on an index: the event id, the wallet's number,
         the owner's email."""
         term = search_term.strip()
@@ -275,7 +314,7 @@ class EventAdmin(_ViewOnlyAdmin):
 # --- Webhook endpoints ------------------------------------------------------------------
 
 
-def _deliveries_count(status: str):
+def _deliveries_count(status: str) -> Coalesce:
     """Per endpoint row, its deliveries in `status`: a correlated subquery on
     the delivery's endpoint index, evaluated for the page's rows only."""
     counted = (
@@ -288,7 +327,7 @@ def _deliveries_count(status: str):
     return Coalesce(Subquery(counted), 0)
 
 
-def _deliveries_url(**params) -> str:
+def _deliveries_url(**params: Any) -> str:
     query = "&".join(f"{key}={value}" for key, value in params.items())
     return f"{reverse('admin:transactions_webhookdelivery_changelist')}?{query}"
 
@@ -297,10 +336,14 @@ class FailingFilter(admin.SimpleListFilter):
     title = _("failing")
     parameter_name = "failing"
 
-    def lookups(self, request, model_admin):
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin
+    ) -> "list[tuple[str, StrOrPromise]]":
         return [("yes", _("Yes")), ("no", _("No"))]
 
-    def queryset(self, request, queryset):
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> QuerySet[Any] | None:
         if self.value() == "yes":
             return queryset.filter(failing_since__isnull=False)
         if self.value() == "no":
@@ -329,7 +372,7 @@ class WebhookEndpointAdmin(_ButtonAdmin):
     search_fields = ["url", "user__email"]
     search_help_text = _("Part of the URL or of the owner's email, or an endpoint id.")
     actions = ["enable_endpoints"]
-    fields = [
+    fields = (
         "id",
         "url",
         "owner_email",
@@ -341,10 +384,10 @@ class WebhookEndpointAdmin(_ButtonAdmin):
         "created_at",
         "updated_at",
         "deliveries",
-    ]
+    )
     readonly_fields = fields
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return (
             super()
             .get_queryset(request)
@@ -376,11 +419,11 @@ class WebhookEndpointAdmin(_ButtonAdmin):
     @admin.display(description=_("event types"))
     def event_types_display(self, endpoint: WebhookEndpoint) -> str:
         if endpoint.event_types == ["*"]:
-            return _("all")
+            return str(_("all"))
         return ", ".join(endpoint.event_types)
 
     @admin.display(description=_("pending"), ordering="pending_deliveries")
-    def pending_count(self, endpoint: WebhookEndpoint) -> str:
+    def pending_count(self, endpoint: "_CountedEndpoint") -> str:
         return format_html(
             '<a href="{}">{}</a>',
             _deliveries_url(endpoint=endpoint.pk, status__exact="pending"),
@@ -388,7 +431,7 @@ class WebhookEndpointAdmin(_ButtonAdmin):
         )
 
     @admin.display(description=_("failed"), ordering="failed_deliveries")
-    def failed_count(self, endpoint: WebhookEndpoint) -> str:
+    def failed_count(self, endpoint: "_CountedEndpoint") -> str:
         return format_html(
             '<a href="{}">{}</a>',
             _deliveries_url(endpoint=endpoint.pk, status__exact="failed"),
@@ -404,7 +447,7 @@ class WebhookEndpointAdmin(_ButtonAdmin):
                 "Set (shown to its owner only). Rotated: the previous secret "
                 "also signs until %(time)s."
             ) % {"time": timezone.localtime(expires).strftime("%Y-%m-%d %H:%M %Z")}
-        return _("Set (shown to its owner only).")
+        return str(_("Set (shown to its owner only)."))
 
     @admin.display(description=_("webhook deliveries"))
     def deliveries(self, endpoint: WebhookEndpoint) -> str:
@@ -414,7 +457,9 @@ class WebhookEndpointAdmin(_ButtonAdmin):
             _("Webhook deliveries"),
         )
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         try:
             wanted = WebhookEndpoint._meta.pk.to_python(search_term.strip())
         except ValidationError:  # not an id: search the text fields
@@ -425,10 +470,10 @@ class WebhookEndpointAdmin(_ButtonAdmin):
 
     button = "enable"
 
-    def has_enable_permission(self, request) -> bool:
+    def has_enable_permission(self, request: HttpRequest) -> bool:
         return self.has_button_permission(request)
 
-    def button_press(self, request, endpoint: WebhookEndpoint) -> None:
+    def button_press(self, request: HttpRequest, endpoint: WebhookEndpoint) -> None:
         if endpoint.status == WebhookEndpoint.Status.ENABLED:
             self.message_user(
                 request,
@@ -441,7 +486,7 @@ class WebhookEndpointAdmin(_ButtonAdmin):
             if endpoint.disabled_at
             else "disabled"
         )
-        webhooks.endpoint_enable(endpoint, by=request.user)
+        webhooks.endpoint_enable(endpoint, by=cast(User, request.user))
         self.log_change(request, endpoint, f"Enabled (was {was}).")
         self.message_user(
             request,
@@ -454,7 +499,7 @@ class WebhookEndpointAdmin(_ButtonAdmin):
         )
 
     @admin.action(description=_("Enable selected endpoints"), permissions=["enable"])
-    def enable_endpoints(self, request, queryset):
+    def enable_endpoints(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for endpoint in queryset:
             self.button_press(request, endpoint)
 
@@ -483,7 +528,7 @@ class EventFilter(_ByIdFilter):
 
 class WebhookAttemptInline(admin.TabularInline):
     model = WebhookAttempt
-    fields = ["started", "status_code", "duration_ms", "error", "response_excerpt"]
+    fields = ("started", "status_code", "duration_ms", "error", "response_excerpt")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -492,13 +537,19 @@ class WebhookAttemptInline(admin.TabularInline):
     def started(self, attempt: WebhookAttempt) -> str | None:
         return _when(attempt.started_at)  # to the second: retries are minutes apart
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
 
@@ -525,7 +576,7 @@ class WebhookDeliveryAdmin(_ButtonAdmin):
     actions = ["resend_deliveries"]
     list_select_related = ["event", "endpoint__user"]
     inlines = [WebhookAttemptInline]
-    fields = [
+    fields = (
         "id",
         "event_link",
         "endpoint_link",
@@ -537,10 +588,10 @@ class WebhookDeliveryAdmin(_ButtonAdmin):
         "created_at",
         "delivered_at",
         "event_data",
-    ]
+    )
     readonly_fields = fields
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return (
             super()
             .get_queryset(request)
@@ -587,7 +638,9 @@ class WebhookDeliveryAdmin(_ButtonAdmin):
     def event_data(self, delivery: WebhookDelivery) -> str:
         return _pretty_json(delivery.event.data)
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         """An event id; otherwise the endpoints whose URL or owner's email
         contains the term (few rows), then their deliveries by the endpoint
         index."""
@@ -607,14 +660,14 @@ class WebhookDeliveryAdmin(_ButtonAdmin):
     button = "resend"
     button_pk = "int"
 
-    def has_resend_permission(self, request) -> bool:
+    def has_resend_permission(self, request: HttpRequest) -> bool:
         return self.has_button_permission(request)
 
-    def button_press(self, request, delivery: WebhookDelivery) -> None:
+    def button_press(self, request: HttpRequest, delivery: WebhookDelivery) -> None:
         what = {"id": delivery.pk, "url": delivery.endpoint.url}
         was = f"{delivery.status} after {delivery.attempts} attempts"
         try:
-            resent = webhooks.delivery_resend(delivery, by=request.user)
+            resent = webhooks.delivery_resend(delivery, by=cast(User, request.user))
         except webhooks.WebhookDeliveryPending:
             self.message_user(
                 request,
@@ -631,6 +684,6 @@ class WebhookDeliveryAdmin(_ButtonAdmin):
         )
 
     @admin.action(description=_("Resend selected deliveries"), permissions=["resend"])
-    def resend_deliveries(self, request, queryset):
+    def resend_deliveries(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for delivery in queryset.select_related("endpoint"):
             self.button_press(request, delivery)

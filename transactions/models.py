@@ -1,4 +1,6 @@
 import uuid
+from datetime import datetime
+from typing import ClassVar
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -84,6 +86,13 @@ class Entry(models.Model):
         default_currency=None,
         currency_field_name="currency",
     )
+    # Declared for the type checker only (bare annotations make no field): the
+    # currency column this MoneyField adds beside itself, and the default manager,
+    # which django-money replaces with a class it builds at run time that the
+    # django-stubs plugin cannot resolve (typings/djmoney/models/fields.pyi).
+    currency: str
+    objects: ClassVar[models.Manager["Entry"]]
+    _default_manager: ClassVar[models.Manager["Entry"]]
     balance_after = models.DecimalField(
         max_digits=20, decimal_places=2, null=True, blank=True
     )
@@ -165,6 +174,13 @@ class TopUp(models.Model):
         default_currency=None,
         currency_field_name="currency",
     )
+    # Declared for the type checker only (bare annotations make no field): the
+    # currency column this MoneyField adds beside itself, and the default manager,
+    # which django-money replaces with a class it builds at run time that the
+    # django-stubs plugin cannot resolve (typings/djmoney/models/fields.pyi).
+    currency: str
+    objects: ClassVar[models.Manager["TopUp"]]
+    _default_manager: ClassVar[models.Manager["TopUp"]]
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.PENDING
     )
@@ -229,7 +245,7 @@ class TopUp(models.Model):
         return f"top-up {self.amount} ({self.status})"
 
     @property
-    def expires_at(self):
+    def expires_at(self) -> datetime | None:
         """When a pending top-up stops accepting a decision (None once decided)."""
         if self.status != self.Status.PENDING:
             return None
@@ -362,6 +378,13 @@ class Payout(models.Model):
         default_currency=None,
         currency_field_name="currency",
     )
+    # Declared for the type checker only (bare annotations make no field): the
+    # currency column this MoneyField adds beside itself, and the default manager,
+    # which django-money replaces with a class it builds at run time that the
+    # django-stubs plugin cannot resolve (typings/djmoney/models/fields.pyi).
+    currency: str
+    objects: ClassVar[models.Manager["Payout"]]
+    _default_manager: ClassVar[models.Manager["Payout"]]
     destination = models.CharField(_("destination"), max_length=64)
     description = models.CharField(_("description"), max_length=255, blank=True)
     status = models.CharField(

@@ -309,4 +309,4 @@ def ledger_reconcile(
 
 
 def _db_uuid(value: UUID) -> Any:
-    return Wallet._meta.pk.get_db_prep_value(value, connection)  # type: ignore[union-attr]
+    return Wallet._meta.pk.get_db_prep_value(value, connection)

@@ -27,6 +27,7 @@ from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
 from transactions.models import Transaction
+from transactions.selectors import EntryRow
 from transactions.statements import Statement
 from wallets.money import minor_digits
 
@@ -169,7 +170,7 @@ class _StatementPDF(FPDF):
         )
 
 
-def _description(row, labels: dict[str, str]) -> str:
+def _description(row: EntryRow, labels: dict[str, str]) -> str:
     parts = [row.description.strip()] if row.description.strip() else []
     if row.counterparty:
         direction = labels["to"] if row.amount < 0 else labels["from"]

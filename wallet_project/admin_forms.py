@@ -5,14 +5,17 @@ goes into the admin's LogEntry (who = user, when = action_time, what = the
 object and the message, why = the reason): the audit log."""
 
 from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
 
 from django import forms
 from django.contrib import admin
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from wallet_project.replica import ReplicaChangelistMixin
@@ -42,7 +45,7 @@ class AdjustmentForm(ReasonForm):
     )
     field_order = ["amount", "reason"]
 
-    def clean_amount(self):
+    def clean_amount(self) -> Decimal:
         amount = self.cleaned_data["amount"]
         if amount == 0:
             raise forms.ValidationError(_("The amount must not be zero."))
@@ -55,9 +58,9 @@ def reason_action(
     queryset: QuerySet,
     *,
     action: str,
-    title: str,
-    intro: str,
-    apply: Callable[[HttpRequest, QuerySet, ReasonForm], None],
+    title: str | Promise,
+    intro: str | Promise,
+    apply: Callable[[HttpRequest, QuerySet, ReasonForm], object],
 ) -> TemplateResponse | None:
     """An admin action in two steps: ask for a reason, then `apply` it.
 
@@ -87,13 +90,21 @@ class ServiceOnlyAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     """Rows that only a service creates and changes (through the admin's actions):
     no add or delete, a change page without save buttons, and saving refused."""
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         extra_context = {
             **(extra_context or {}),
             "show_save": False,
@@ -102,5 +113,7 @@ class ServiceOnlyAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def save_model(self, request, obj, form, change) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Model, form: Any, change: bool
+    ) -> None:
         raise PermissionDenied

@@ -89,7 +89,7 @@ def staff_view(site: AdminSite, view: Callable) -> Callable:
     """For a staff user who has given the password: not yet the second factor."""
 
     @wraps(view)
-    def inner(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+    def inner(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         user: Any = request.user  # is_verified: django-otp's OTPMiddleware
         if not (user.is_active and user.is_staff):
             login = reverse("admin:login", current_app=site.name)
@@ -103,7 +103,13 @@ def staff_view(site: AdminSite, view: Callable) -> Callable:
     return never_cache(csrf_protect(inner))
 
 
-def _page(site: AdminSite, request: HttpRequest, template: str, status=200, **context):
+def _page(
+    site: AdminSite,
+    request: HttpRequest,
+    template: str,
+    status: int = 200,
+    **context: Any,
+) -> HttpResponse:
     return TemplateResponse(
         request,
         template,
@@ -123,7 +129,7 @@ def _operator(request: HttpRequest) -> User:
     return request.user
 
 
-def _logged_in(request: HttpRequest, device) -> None:
+def _logged_in(request: HttpRequest, device: Any) -> None:
     # A new session id with the raised privilege: an id seen before the code
     # (a fixed or sniffed one) is worth nothing after it.
     request.session.cycle_key()

@@ -23,9 +23,9 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import TruncDate
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
@@ -54,7 +54,7 @@ class WalletAdminSite(admin.AdminSite):
     index_title = _("Operations")
     site_url = None  # the product has no HTML site to go back to
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLResolver | URLPattern]:
         return [
             path(
                 "second-factor/",
@@ -79,7 +79,9 @@ class WalletAdminSite(admin.AdminSite):
         user: Any = request.user  # is_verified: django-otp's OTPMiddleware
         return super().has_permission(request) and user.is_verified()
 
-    def login(self, request: HttpRequest, extra_context=None):
+    def login(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         # The password is already given: the code is what is missing.
         user: Any = request.user
         if user.is_active and user.is_staff and not user.is_verified():
@@ -109,7 +111,7 @@ class WalletAdminSite(admin.AdminSite):
 # --- Dashboard data -------------------------------------------------------------------
 
 
-def _model(label: str):
+def _model(label: str) -> Any:
     """A model another app adds (top-ups, fee charges, rates), or None before it exists."""
     try:
         return apps.get_model(label)

@@ -47,7 +47,7 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 def _error_classes(base: type) -> dict[str, type]:
     """`base` and its subclasses, by the code each answers with (the first class
     found for a code, the most general)."""
-    code = getattr(base, "code", None) or base.default_code  # type: ignore[attr-defined]
+    code = getattr(base, "code", None) or base.default_code  # type: ignore[attr-defined]  # DRF's APIException subclasses
     found: dict[str, type] = {code: base}
     subclass: type
     for subclass in base.__subclasses__():
@@ -150,7 +150,7 @@ class AmountField(serializers.DecimalField):
         ),
     }
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         # Generous on digits so a huge amount is reported as "too large".
         kwargs.setdefault("max_digits", 40)
         kwargs.setdefault("decimal_places", settings.CURRENCY_DECIMAL_PLACES)
@@ -159,7 +159,7 @@ class AmountField(serializers.DecimalField):
         kwargs.setdefault("coerce_to_string", True)
         super().__init__(**kwargs)
 
-    def validate_empty_values(self, data):
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
         # DRF reads a blank JSON string as null where null is allowed (an optional
         # commission): for money a blank value is a mistake, not "no value".
         # (A blank multipart field is still "no value": get_value() maps it first.)
@@ -167,7 +167,7 @@ class AmountField(serializers.DecimalField):
             self.fail("invalid")
         return super().validate_empty_values(data)
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Decimal:
         if isinstance(data, bool) or not isinstance(data, (str, int, Decimal, float)):
             self.fail("invalid")
         if isinstance(data, str) and not AMOUNT_STRING.fullmatch(data):
@@ -188,7 +188,7 @@ def well_formed_amount(value: Any) -> Decimal | None:
     ):
         return None
     amount = Decimal(value)
-    if amount.as_tuple().exponent < -2 or not (  # type: ignore[operator]
+    if amount.as_tuple().exponent < -2 or not (  # type: ignore[operator]  # AMOUNT_STRING: finite, an int exponent
         _CENT <= amount <= settings.MAX_OPERATION_AMOUNT
     ):
         return None

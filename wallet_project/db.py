@@ -49,14 +49,14 @@ class _PreparedCursor(psycopg.Cursor):
     binary loaders: no text parsing of timestamps and numerics, and jsonb comes
     back as Python values)."""
 
-    def execute(self, query, params=None, *, prepare=None, binary=None):  # type: ignore[override]
+    def execute(self, query, params=None, *, prepare=None, binary=None):
         return super().execute(query, params, prepare=True, binary=True)
 
 
 class _UnpreparedCursor(psycopg.Cursor):
     """The same, never prepared: for transaction-mode poolers."""
 
-    def execute(self, query, params=None, *, prepare=None, binary=None):  # type: ignore[override]
+    def execute(self, query, params=None, *, prepare=None, binary=None):
         return super().execute(query, params, prepare=False, binary=True)
 
 

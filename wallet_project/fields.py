@@ -7,14 +7,16 @@ These refuse anything but a string with the field's own "invalid" message
 already, so only JSON input can differ.
 """
 
+from typing import Any
+
 from rest_framework import serializers
 
 
 class _StringOnly:
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, str):
-            self.fail("invalid")  # type: ignore[attr-defined]
-        return super().to_internal_value(data)  # type: ignore[misc]
+            self.fail("invalid")  # type: ignore[attr-defined]  # a mixin of DRF fields
+        return super().to_internal_value(data)  # type: ignore[misc]  # CharField's
 
 
 class StrictCharField(_StringOnly, serializers.CharField):

@@ -7,6 +7,7 @@ lean path and DRF's alike (both validate with the same FilterSet).
 """
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
@@ -34,7 +35,7 @@ def timestamp_for_database(value: datetime) -> datetime:
 
 
 class DatabaseDateTimeField(IsoDateTimeField):
-    def to_python(self, value):
+    def to_python(self, value: Any) -> datetime | None:
         result = super().to_python(value)
         return None if result is None else timestamp_for_database(result)
 

@@ -29,7 +29,7 @@ connection).
 
 import time
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from django.conf import settings
@@ -49,6 +49,12 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from wallet_project.parsers import loads_strict
 from wallet_project.rendering import json_bytes
+
+if TYPE_CHECKING:
+    # What the mixin is mixed into: every lean view is a DRF APIView.
+    from rest_framework.views import APIView as _ViewBase
+else:
+    _ViewBase = object
 
 # Accept values that DRF's negotiation resolves to JSONRenderer without an
 # `indent` parameter (DRF reads a missing header as */*).
@@ -157,7 +163,7 @@ def json_body(request: HttpRequest) -> Any | None:
     null - DRF's parsers then read it again and word the error."""
     if request.content_type != "application/json":
         return None
-    charset = request.content_params.get("charset")
+    charset = (request.content_params or {}).get("charset")
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         return None
     try:
@@ -201,7 +207,7 @@ def json_response(
 # exception handling (a domain error's 4xx, the 503 of an unreachable database).
 # (A comment, not a docstring: drf-spectacular would publish a docstring inherited
 # from here as the description of every view that mixes it in.)
-class LeanMixin:
+class LeanMixin(_ViewBase):
     def lean_get(
         self, request: HttpRequest, user_id: UUID, **kwargs: Any
     ) -> HttpResponse | None:
@@ -212,7 +218,7 @@ class LeanMixin:
     ) -> HttpResponse | None:
         return None
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any):
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if settings.LEAN_REQUESTS and wants_plain_json(request):
             if request.method == "GET":
                 response = self._lean_get(request, *args, **kwargs)
@@ -221,11 +227,13 @@ class LeanMixin:
             else:
                 response = None
             if response is not None:
-                response["Allow"] = ", ".join(self.allowed_methods)  # type: ignore[attr-defined]
+                response["Allow"] = ", ".join(self.allowed_methods)
                 return response
-        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        return super().dispatch(request, *args, **kwargs)
 
-    def _lean_get(self, request: HttpRequest, *args: Any, **kwargs: Any):
+    def _lean_get(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponse | None:
         if not self._lean_allowed():
             return None
         user_id = bearer_user_id(request)
@@ -237,10 +245,12 @@ class LeanMixin:
             return self._drf_error_response(request, exc, *args, **kwargs)
         if response is not None:
             # What DRF sets: the access log reads request.user.
-            request.user = TokenUser({jwt_settings.USER_ID_CLAIM: user_id})
+            request.user = TokenUser({jwt_settings.USER_ID_CLAIM: user_id})  # type: ignore[arg-type, assignment]  # a TokenUser reads only the claim, as DRF's request.user
         return response
 
-    def _lean_post(self, request: HttpRequest, *args: Any, **kwargs: Any):
+    def _lean_post(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponse | None:
         if not self._lean_allowed():
             return None
         data = json_body(request)
@@ -252,7 +262,7 @@ class LeanMixin:
         try:
             # The view's own authentication finds the user (simplejwt's checks:
             # it exists and is active); its 401s are DRF's to give.
-            user = self.authentication_classes[0]().get_user(payload)  # type: ignore[attr-defined]
+            user = self.authentication_classes[0]().get_user(payload)
         except (AuthenticationFailed, InvalidToken):
             return None
         except (OperationalError, InterfaceError) as exc:
@@ -264,24 +274,25 @@ class LeanMixin:
             return self._drf_error_response(request, exc, *args, **kwargs)
 
     def _lean_allowed(self) -> bool:
-        authentication = self.authentication_classes  # type: ignore[attr-defined]
+        authentication = self.authentication_classes
         return (
             len(authentication) == 1
             and issubclass(authentication[0], JWTAuthentication)
             and all(
-                permission is IsAuthenticated
-                for permission in self.permission_classes  # type: ignore[attr-defined]
+                permission is IsAuthenticated for permission in self.permission_classes
             )
-            and not self.throttle_classes  # type: ignore[attr-defined]
+            and not self.throttle_classes
         )
 
-    def _drf_error_response(self, request, exc, *args, **kwargs):
+    def _drf_error_response(
+        self, request: HttpRequest, exc: Exception, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
         """The response DRF's dispatch gives for `exc` (e.g. the 503 of an
         unreachable database), without running the request again."""
         self.args, self.kwargs = args, kwargs
-        drf_request = self.initialize_request(request, *args, **kwargs)  # type: ignore[attr-defined]
+        drf_request = self.initialize_request(request, *args, **kwargs)
         self.request = drf_request
-        self.headers = self.default_response_headers  # type: ignore[attr-defined]
-        response = self.handle_exception(exc)  # type: ignore[attr-defined]
-        self.response = self.finalize_response(drf_request, response, *args, **kwargs)  # type: ignore[attr-defined]
+        self.headers = self.default_response_headers
+        response = self.handle_exception(exc)
+        self.response = self.finalize_response(drf_request, response, *args, **kwargs)
         return self.response

@@ -80,7 +80,7 @@ class RequestLogMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request_id = request_id_from(request)
-        request.request_id = request_id  # type: ignore[attr-defined]
+        request.request_id = request_id  # type: ignore[attr-defined]  # ours, for the access log
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         try:
@@ -121,8 +121,8 @@ ADMIN_NAMESPACE = "admin"
 class _SkippedOnAPI:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path_info.startswith(API_PREFIX):
-            return self.get_response(request)  # type: ignore[attr-defined]
-        return super().__call__(request)  # type: ignore[misc]
+            return self.get_response(request)  # type: ignore[attr-defined]  # a mixin of middleware
+        return super().__call__(request)  # type: ignore[misc]  # the middleware's own __call__
 
 
 class SessionMiddleware(_SkippedOnAPI, sessions.SessionMiddleware):
@@ -173,7 +173,7 @@ class SecondFactorMiddleware:
             return None
         if match.url_name in self.OPEN_VIEWS:
             return None
-        user: Any = request.user  # type: ignore[attr-defined]  # is_verified: OTPMiddleware
+        user: Any = request.user
         if user.is_active and user.is_staff and user.is_verified():
             return None
         next_url = request.get_full_path()

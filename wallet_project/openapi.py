@@ -33,7 +33,9 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
-def document_common_responses(result, generator, request, public):
+def document_common_responses(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     if "Error" not in schemas:
         return result  # no operation documents an error: nothing to align with
@@ -105,7 +107,9 @@ def _header(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/headers/{name}"}
 
 
-def document_response_headers(result, generator, request, public):
+def document_response_headers(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
     """The headers of `_HEADERS` on the responses that carry them (after
     document_common_responses, which adds the 429s and 503s)."""
     result.setdefault("components", {}).setdefault("headers", {}).update(_HEADERS)

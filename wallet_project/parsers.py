@@ -2,6 +2,7 @@ import json
 import re
 from decimal import Decimal
 from itertools import accumulate
+from typing import IO, Any
 
 from django.conf import settings
 from django.utils.translation import gettext as _
@@ -43,7 +44,7 @@ def _depth_check(text: str) -> None:
         )
 
 
-def loads_strict(text: str):
+def loads_strict(text: str) -> Any:
     """JSON with numbers as Decimal (never float), no NaN/Infinity and at most
     MAX_JSON_DEPTH levels of nesting; ValueError for anything else."""
     _depth_check(text)
@@ -58,7 +59,12 @@ class StrictJSONParser(JSONParser):
     10.10 and `1.001` is reported as too precise instead of being rounded.
     """
 
-    def parse(self, stream, media_type=None, parser_context=None):
+    def parse(
+        self,
+        stream: IO[bytes],
+        media_type: str | None = None,
+        parser_context: dict[str, Any] | None = None,
+    ) -> Any:
         parser_context = parser_context or {}
         encoding = parser_context.get("encoding", settings.DEFAULT_CHARSET)
         try:

@@ -54,6 +54,7 @@ from django.db import (
     OperationalError,
     connections,
 )
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import SimpleTemplateResponse
 from rest_framework.exceptions import NotFound
@@ -145,7 +146,14 @@ def _served_by() -> Iterator[set[str]]:
     with ExitStack() as stack:
         for alias in (DEFAULT_DB_ALIAS, REPLICA):
 
-            def record(execute, sql, params, many, context, alias=alias):
+            def record(
+                execute: Callable[..., Any],
+                sql: str,
+                params: Any,
+                many: bool,
+                context: dict[str, Any],
+                alias: str = alias,
+            ) -> Any:
                 result = execute(sql, params, many, context)
                 served.add(alias)  # answered (a failed query answered nothing)
                 return result
@@ -213,7 +221,7 @@ def replica_down() -> None:
     _health.checked_at = now + DOWN_RETRY_SECONDS - LAG_CHECK_SECONDS
 
 
-def _close(connection) -> None:
+def _close(connection: BaseDatabaseWrapper) -> None:
     with suppress(Exception):  # already broken
         connection.close()
 
@@ -264,7 +272,7 @@ def replica_reads(handler: Callable[..., Any]) -> Callable[..., Any]:
     method (`get`, `list`, `lean_get`) or an admin `changelist_view`."""
 
     @functools.wraps(handler)
-    def wrapper(self, request, *args, **kwargs):
+    def wrapper(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         django_request = getattr(request, "_request", request)  # DRF's Request
         return on_replica(
             django_request, lambda: handler(self, request, *args, **kwargs)
@@ -278,5 +286,7 @@ class ReplicaChangelistMixin:
     (a POST to the same page) and every other page stay on the primary."""
 
     @replica_reads
-    def changelist_view(self, request, extra_context=None):
-        return super().changelist_view(request, extra_context)  # type: ignore[misc]
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return super().changelist_view(request, extra_context)  # type: ignore[misc]  # a mixin of ModelAdmin

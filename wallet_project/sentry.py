@@ -7,12 +7,15 @@ bodies are never sent (they carry emails, phone numbers and passwords); and
 headers, the query string, everything about the user but the id.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sentry_sdk.types import Event, Hint
 
 _HEADERS_DROPPED = {"authorization", "cookie", "x-forwarded-for", "x-real-ip"}
 
 
-def _scrub(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+def _scrub(event: "Event", hint: "Hint") -> "Event":
     request = event.get("request") or {}
     for key in ("data", "cookies", "query_string", "env"):
         request.pop(key, None)

@@ -11,6 +11,7 @@ import ipaddress
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import environ
@@ -322,7 +323,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # simplejwt's, optionally without a user query per request (below).
         "accounts.authentication.CachedJWTAuthentication",
@@ -354,7 +355,7 @@ SIMPLE_JWT = {
 # on every request (accounts/authentication.py); 0 = read it every time. A user
 # deactivated in the admin is refused on every process at most this much later.
 JWT_USER_CACHE_SECONDS = env.int("JWT_USER_CACHE_SECONDS", default=0)
-SPECTACULAR_SETTINGS = {
+SPECTACULAR_SETTINGS: dict[str, Any] = {
     # The docs pages' JavaScript and CSS from drf-spectacular-sidecar (our own
     # static files), never a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",

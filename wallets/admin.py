@@ -4,21 +4,23 @@ and adjust call the services, and each leaves a LogEntry with the operator's
 reason."""
 
 import uuid
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, Sum
-from django.http import HttpRequest, HttpResponseRedirect
+from django.db.models import Model, Q, QuerySet, Sum
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from accounts.models import User
 from transactions import ledger
 from wallet_project.admin_forms import AdjustmentForm, ReasonForm, reason_action
 from wallet_project.errors import DomainError
@@ -100,7 +102,7 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     @admin.display(description=_("balance"), ordering="balance")
     def balance_display(self, wallet: Wallet) -> str:
         if wallet.kind == Wallet.Kind.SYSTEM:
-            return _("(from entries)")
+            return str(_("(from entries)"))
         return f"{wallet.balance.amount:,.2f} {wallet.currency}"
 
     @admin.display(description=_("held"), ordering="held")
@@ -128,7 +130,9 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             '<a href="{}">{}</a>', wallet_transactions_url(wallet), _("Transactions")
         )
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         try:
             wanted = uuid.UUID(search_term.strip())
         except ValueError:
@@ -137,13 +141,21 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
 
     # --- Nobody edits a wallet row directly ------------------------------------------
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # wallets are opened by their owners (wallet_create)
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
         return False  # the ledger refers to them forever
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         wallet = self.get_object(request, object_id)
         extra_context = {
             **(extra_context or {}),
@@ -157,12 +169,14 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def save_model(self, request, obj, form, change) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Model, form: Any, change: bool
+    ) -> None:
         raise PermissionDenied  # every field is read-only; changes go through services
 
     # --- Operations: block, unblock, adjust ----------------------------------------
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
         return [
             path(
@@ -183,13 +197,15 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def _user_wallet(self, request, object_id) -> Wallet:
+    def _user_wallet(self, request: HttpRequest, object_id: str) -> Wallet:
         wallet = get_object_or_404(Wallet, pk=object_id, kind=Wallet.Kind.USER)
         if not self.has_change_permission(request, wallet):
             raise PermissionDenied
         return wallet
 
-    def _page(self, request, wallet: Wallet, template: str, **context):
+    def _page(
+        self, request: HttpRequest, wallet: Wallet, template: str, **context: Any
+    ) -> HttpResponse:
         return TemplateResponse(
             request,
             template,
@@ -205,7 +221,7 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
     def _change_url(self, wallet: Wallet) -> str:
         return reverse("admin:wallets_wallet_change", args=[wallet.pk])
 
-    def block_view(self, request: HttpRequest, object_id):
+    def block_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         wallet = self._user_wallet(request, object_id)
         form = ReasonForm(request.POST if request.method == "POST" else None)
         if form.is_bound and form.is_valid():
@@ -219,12 +235,12 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             form=form,
         )
 
-    def unblock_view(self, request: HttpRequest, object_id):
+    def unblock_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         wallet = self._user_wallet(request, object_id)
         self._unblock(request, wallet)
         return HttpResponseRedirect(self._change_url(wallet))
 
-    def adjust_view(self, request: HttpRequest, object_id):
+    def adjust_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         wallet = self._user_wallet(request, object_id)
         form = AdjustmentForm(request.POST if request.method == "POST" else None)
         if form.is_bound and form.is_valid():
@@ -235,7 +251,7 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
                     wallet=wallet,
                     amount=amount,
                     reason=reason,
-                    requested_by=request.user,
+                    requested_by=cast(User, request.user),  # admin_view: staff
                 )
             except DomainError as error:
                 form.add_error("amount", error.detail)
@@ -265,7 +281,7 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             form=form,
         )
 
-    def _block(self, request, wallet: Wallet, reason: str) -> None:
+    def _block(self, request: HttpRequest, wallet: Wallet, reason: str) -> None:
         ledger.wallet_block(wallet=wallet, reason=reason)
         self.log_change(request, wallet, f"Blocked. Reason: {reason}")
         self.message_user(
@@ -274,7 +290,7 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
             messages.SUCCESS,
         )
 
-    def _unblock(self, request, wallet: Wallet) -> None:
+    def _unblock(self, request: HttpRequest, wallet: Wallet) -> None:
         if not wallet.is_blocked:
             self.message_user(
                 request,
@@ -292,7 +308,15 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         )
 
     @admin.action(description=_("Block selected wallets"), permissions=["change"])
-    def block_wallets(self, request, queryset):
+    def block_wallets(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> TemplateResponse | None:
+        def block(
+            request: HttpRequest, wallets: QuerySet[Wallet], form: ReasonForm
+        ) -> None:
+            for wallet in wallets:
+                self._block(request, wallet, form.cleaned_data["reason"])
+
         return reason_action(
             self,
             request,
@@ -303,14 +327,11 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
                 "A blocked wallet can receive money but cannot send it until it is "
                 "unblocked."
             ),
-            apply=lambda request, wallets, form: [
-                self._block(request, wallet, form.cleaned_data["reason"])
-                for wallet in wallets
-            ],
+            apply=block,
         )
 
     @admin.action(description=_("Unblock selected wallets"), permissions=["change"])
-    def unblock_wallets(self, request, queryset):
+    def unblock_wallets(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for wallet in queryset.filter(kind=Wallet.Kind.USER):
             self._unblock(request, wallet)
 
@@ -318,7 +339,9 @@ class WalletAdmin(ReplicaChangelistMixin, admin.ModelAdmin):
         description=_("Adjust the selected wallet (needs a second operator)"),
         permissions=["change"],
     )
-    def adjust_wallet(self, request, queryset):
+    def adjust_wallet(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> HttpResponseRedirect | None:
         wallets = list(queryset.filter(kind=Wallet.Kind.USER)[:2])
         if len(wallets) != 1:
             self.message_user(
@@ -366,20 +389,27 @@ class ExchangeRateAdmin(admin.ModelAdmin):
     def is_fresh(self, rate: ExchangeRate) -> bool:
         return timezone.now() - rate.fetched_at <= settings.RATE_MAX_AGE
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> list[str] | tuple[str, ...]:
         # A stored pair keeps its currencies: only its rate changes.
         return [*self.readonly_fields, "base", "quote"] if obj else self.readonly_fields
 
-    def save_model(self, request, obj, form, change) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: ExchangeRate, form: Any, change: bool
+    ) -> None:
         stored = services.exchange_rate_set(
             base=obj.base,
             quote=obj.quote,
             rate=form.cleaned_data["rate"],
-            source=f"manual: {request.user.email}"[:100],
+            source=f"manual: {cast(User, request.user).email}"[:100],
         )
         obj.pk, obj.source, obj.fetched_at = stored.pk, stored.source, stored.fetched_at
 
-    def construct_change_message(self, request, form, formsets, add=False):
+    # LogEntry keeps a str change message as it is (Django's own is a list).
+    def construct_change_message(  # type: ignore[override]  # see above
+        self, request: HttpRequest, form: Any, formsets: Any, add: bool = False
+    ) -> str:
         rate = form.instance
         return (
             f"Set 1 {rate.base} = {form.cleaned_data['rate']} {rate.quote}. "
@@ -390,7 +420,9 @@ class ExchangeRateAdmin(admin.ModelAdmin):
         description=_("Refresh all rates from the provider now"),
         permissions=["change"],
     )
-    def refresh_from_provider(self, request, queryset):
+    def refresh_from_provider(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> None:
         result = services.exchange_rates_refresh()
         if result.updated:
             self.message_user(

@@ -1,4 +1,5 @@
 import uuid
+from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -52,6 +53,13 @@ class Wallet(models.Model):
         currency_field_name="currency",
         editable=False,
     )
+    # Declared for the type checker only (bare annotations make no field): the
+    # currency column this MoneyField adds beside itself, and the default manager,
+    # which django-money replaces with a class it builds at run time that the
+    # django-stubs plugin cannot resolve (typings/djmoney/models/fields.pyi).
+    currency: str
+    objects: ClassVar[models.Manager["Wallet"]]
+    _default_manager: ClassVar[models.Manager["Wallet"]]
     # The sum of the wallet's active holds (transactions.Hold), in its currency:
     # money reserved, still in `balance`, not available to any debit. Written
     # only by the ledger's writer, in the same UPDATE as the balance.

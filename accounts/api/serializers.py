@@ -1,4 +1,5 @@
 from collections.abc import Mapping
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
@@ -29,14 +30,14 @@ class PhoneNumberField(StrictCharField):
     """A phone number in any format `phonenumbers` reads, returned in E.164;
     an empty value means none."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 32)
         kwargs.setdefault("allow_blank", True)
         kwargs.setdefault("allow_null", True)
         kwargs.setdefault("required", False)
         super().__init__(**kwargs)
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> str | None:
         value = super().to_internal_value(data)
         if not value:
             return None
@@ -47,7 +48,7 @@ class PhoneNumberField(StrictCharField):
 
 
 class CodeField(StrictRegexField):
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(r"^\d{6}$", **kwargs)
         self.error_messages["invalid"] = _("The code is 6 digits.")
 
@@ -59,7 +60,7 @@ class TokenObtainSerializer(serializers.Serializer):
     phone_number = StrictCharField(required=False, max_length=32)
     password = StrictCharField(write_only=True, trim_whitespace=False, max_length=4096)
 
-    def validate(self, attrs):
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if bool(attrs.get("email")) == bool(attrs.get("phone_number")):
             raise serializers.ValidationError(
                 {"non_field_errors": [_("Give either email or phone_number.")]}
@@ -122,7 +123,7 @@ class ProfileUpdateSerializer(serializers.Serializer):
     phone_number = PhoneNumberField()
     profile_image = ProfileImageField(required=False, allow_null=True)
 
-    def validate_profile_image(self, image):
+    def validate_profile_image(self, image: Any) -> Any:
         if image is None:
             return None
         if image.size > settings.PROFILE_IMAGE_MAX_BYTES:
@@ -142,7 +143,7 @@ class ProfileUpdateSerializer(serializers.Serializer):
             )
         return image
 
-    def validate(self, attrs):
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if isinstance(self.initial_data, Mapping) and "email" in self.initial_data:
             raise serializers.ValidationError(
                 {"email": [_("The email cannot be changed.")]}

@@ -4,10 +4,13 @@ from REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] (THROTTLE_<SCOPE> in the env)."""
 
 import hashlib
 from collections.abc import Mapping
+from typing import Any
 
 from django.core.exceptions import ValidationError
+from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
 
 from accounts.models import normalize_email
 from accounts.phones import phone_number_normalize
@@ -17,14 +20,14 @@ from accounts.selectors import verification_session_email
 class _ScopedThrottle(SimpleRateThrottle):
     cache_format = "throttle:%(scope)s:%(ident)s"
 
-    def get_rate(self):
+    def get_rate(self) -> str | None:
         # Read per request (not once at import), so a settings change applies.
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
-    def identity(self, request, view) -> str | None:
+    def identity(self, request: Request, view: APIView) -> str | None:
         raise NotImplementedError
 
-    def get_cache_key(self, request, view):
+    def get_cache_key(self, request: Request, view: APIView) -> str | None:
         ident = self.identity(request, view)
         if not ident:
             return None
@@ -33,18 +36,18 @@ class _ScopedThrottle(SimpleRateThrottle):
 
 
 class IPThrottle(_ScopedThrottle):
-    def identity(self, request, view) -> str | None:
+    def identity(self, request: Request, view: APIView) -> str | None:
         return self.get_ident(request)
 
 
-def _data(request) -> Mapping:
+def _data(request: Request) -> Mapping[str, Any]:
     return request.data if isinstance(request.data, Mapping) else {}
 
 
 class AccountThrottle(_ScopedThrottle):
     """Keyed by the email (or phone number, or session's email) in the body."""
 
-    def identity(self, request, view) -> str | None:
+    def identity(self, request: Request, view: APIView) -> str | None:
         data = _data(request)
         email = data.get("email")
         if isinstance(email, str) and email.strip():
@@ -64,7 +67,7 @@ class AccountThrottle(_ScopedThrottle):
 
 
 class UserThrottle(_ScopedThrottle):
-    def identity(self, request, view) -> str | None:
+    def identity(self, request: Request, view: APIView) -> str | None:
         user = getattr(request, "user", None)
         return f"user:{user.pk}" if user is not None and user.pk else None
 

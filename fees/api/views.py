@@ -1,3 +1,4 @@
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
@@ -29,7 +30,7 @@ class WalletFeeChargeListView(ListAPIView):
     serializer_class = FeeChargeSerializer
     pagination_class = FeeChargeCursorPagination
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[FeeCharge]:
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return FeeCharge.objects.none()
         wallet = wallet_get_for_user(

@@ -2,6 +2,8 @@
 oldest first in commit order, in cursor pages. A client that was offline
 catches up with `after=<the last event id it saw>`, without webhooks."""
 
+from uuid import UUID
+
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -59,7 +61,7 @@ class EventQuerySerializer(serializers.Serializer):
         required=False, min_value=1, max_value=MAX_PAGE_SIZE, default=PAGE_SIZE
     )
 
-    def validate_wallet(self, value):
+    def validate_wallet(self, value: UUID) -> UUID:
         try:
             wallet_get_for_user(user=self.context["user"], wallet_id=value)
         except WalletNotFound:

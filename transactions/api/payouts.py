@@ -2,6 +2,8 @@
 payment provider's (`service/payouts/`, service accounts only; anyone else gets
 a 404)."""
 
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpResponse
@@ -13,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import User
 from accounts.permissions import IsServiceAccount
 from transactions import ledger
 from transactions.api.topups import NewestFirst, OldestFirst
@@ -89,7 +92,7 @@ class PayoutDecisionSerializer(serializers.Serializer):
 # --- Queries (scoped reads) -----------------------------------------------------------
 
 
-def _payout_get(payout_id: str, *, owner=None) -> Payout:
+def _payout_get(payout_id: str, *, owner: User | None = None) -> Payout:
     payouts = Payout.objects.all()
     if owner is not None:
         payouts = payouts.filter(wallet__owner=owner)
@@ -134,7 +137,7 @@ class WalletPayoutView(ListAPIView):
             404: WALLET_NOT_FOUND,
         },
     )
-    def get(self, request: Request, *args, **kwargs) -> Response:
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
     @extend_schema(

@@ -8,14 +8,15 @@ format asked.
 """
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from django import forms
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
@@ -57,7 +58,7 @@ class _TimeField(DatabaseDateTimeField):
 _AS_OF = _TimeField(required=False)
 
 
-def _as_of(params) -> datetime | None:
+def _as_of(params: Mapping[str, Any]) -> datetime | None:
     """The request's `as_of` (aware, UTC), None without one; a ValidationError
     saying what to send. One field, not a whole Form: the lean path parses it
     on every request."""
@@ -73,13 +74,13 @@ def _as_of(params) -> datetime | None:
 class StatementQuery(forms.Form):
     # `from` is a Python keyword: the form's fields are named by the query's
     # parameters in __init__.
-    def __init__(self, data):
+    def __init__(self, data: Mapping[str, Any]) -> None:
         super().__init__(data)
         self.fields["from"] = _TimeField(required=False)
         self.fields["to"] = _TimeField(required=False)
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        data = cast(dict[str, Any], super().clean())  # Form.clean: cleaned_data
         until = data.get("to")
         since = data.get("from")
         if "to" in self.errors or "from" in self.errors:
@@ -164,7 +165,7 @@ def _balance_body(
 class WalletBalanceView(LeanMixin, APIView):
     @replica_reads
     def lean_get(
-        self, request: HttpRequest, user_id: UUID, **kwargs
+        self, request: HttpRequest, user_id: UUID, **kwargs: Any
     ) -> HttpResponse | None:
         """The plain case off DRF's envelope, by the same code as `get`;
         a bad id or `as_of`, or a wallet that is not the caller's, take DRF's
@@ -200,7 +201,12 @@ class CSVRenderer(BaseRenderer):
     format = "csv"
     charset = "utf-8"
 
-    def render(self, data, accepted_media_type=None, renderer_context=None):
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: dict[str, Any] | None = None,
+    ) -> bytes:
         raise NotImplementedError("statements stream their CSV")
 
 
@@ -212,7 +218,12 @@ class PDFRenderer(BaseRenderer):
     charset = None
     render_style = "binary"
 
-    def render(self, data, accepted_media_type=None, renderer_context=None):
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: dict[str, Any] | None = None,
+    ) -> bytes:
         raise NotImplementedError("statements answer with the PDF's bytes")
 
 
@@ -228,7 +239,7 @@ class StatementSerializer(serializers.Serializer):
     total_out = serializers.CharField(help_text="The sum of the debits, positive.")
     entries = EntrySerializer(many=True, help_text="Oldest first.")
 
-    def get_fields(self):
+    def get_fields(self) -> dict[str, Any]:
         fields = super().get_fields()
         return {("from" if k == "from_" else k): v for k, v in fields.items()}
 
@@ -347,7 +358,9 @@ def _filename(number: str, since: datetime, until: datetime, extension: str) -> 
 class WalletStatementView(APIView):
     renderer_classes = [JSONRenderer, CSVRenderer, PDFRenderer]
 
-    def perform_content_negotiation(self, request, force=False):
+    def perform_content_negotiation(
+        self, request: Request, force: bool = False
+    ) -> tuple[Any, str]:
         try:
             return super().perform_content_negotiation(request, force=force)
         except Http404:  # DRF's answer to an unknown ?format=
@@ -355,7 +368,9 @@ class WalletStatementView(APIView):
                 {"format": [_("Choose one of: json, csv, pdf.")]}
             ) from None
 
-    def finalize_response(self, request, response, *args, **kwargs):
+    def finalize_response(
+        self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
         # CSV and PDF leave as Django responses of their own; whatever DRF
         # renders (an error, OPTIONS) is JSON, whatever format was asked for.
         if isinstance(response, Response):

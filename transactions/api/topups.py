@@ -2,6 +2,7 @@
 side (`service/topups/`, service accounts only; anyone else gets a 404)."""
 
 from decimal import Decimal
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -16,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import User
 from accounts.permissions import IsServiceAccount
 from transactions import ledger
 from transactions.ledger import TopupNotFound
@@ -74,7 +76,7 @@ class TopUpCreateSerializer(serializers.Serializer):
 
 
 class CommissionField(AmountField):
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("min_value", Decimal(0))
         super().__init__(**kwargs)
         self.error_messages["min_value"] = _("The commission must not be negative.")
@@ -119,7 +121,7 @@ class ReversalSerializer(serializers.Serializer):
 # --- Queries (scoped reads) -----------------------------------------------------------
 
 
-def _topups_of_wallet(*, user, wallet_id: str) -> QuerySet[TopUp]:
+def _topups_of_wallet(*, user: User, wallet_id: str) -> QuerySet[TopUp]:
     wallet = wallet_get_for_user(user=user, wallet_id=wallet_id)
     return TopUp.objects.filter(wallet=wallet)
 
@@ -163,7 +165,7 @@ class WalletTopUpView(ListAPIView):
     pagination_class = NewestFirst
     filterset_class = TopUpFilter
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[TopUp]:
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return TopUp.objects.none()
         return _topups_of_wallet(
@@ -178,7 +180,7 @@ class WalletTopUpView(ListAPIView):
             404: WALLET_NOT_FOUND,
         },
     )
-    def get(self, request: Request, *args, **kwargs) -> Response:
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
     @extend_schema(

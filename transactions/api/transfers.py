@@ -141,7 +141,7 @@ class TransferView(LeanMixin, APIView):
         return idempotent_response(result)
 
     def lean_post(
-        self, request: HttpRequest, user: User, data: Any
+        self, request: HttpRequest, user: User, data: Any, **kwargs: Any
     ) -> HttpResponse | None:
         """The common, well-formed request off DRF's pipeline (wallet_project.lean);
         anything the serializer must explain takes DRF's path."""

@@ -1,5 +1,7 @@
+from typing import Any
 from uuid import UUID
 
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django_filters import rest_framework as filters
@@ -36,7 +38,7 @@ class EntryCursorPagination(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 200
 
-    def decode_cursor(self, request):
+    def decode_cursor(self, request: Request) -> Any:
         # A cursor is the client's to tamper with: a position that is not an
         # entry id is an invalid cursor (404), not a failed query.
         cursor = super().decode_cursor(request)
@@ -134,7 +136,7 @@ class WalletEntryListView(LeanMixin, ListAPIView):
 
     @replica_reads
     def lean_get(
-        self, request: HttpRequest, user_id: UUID, **kwargs
+        self, request: HttpRequest, user_id: UUID, **kwargs: Any
     ) -> HttpResponse | None:
         """The page off DRF's envelope, by the same code as `list`; anything
         DRF would refuse (a foreign wallet, a bad filter or cursor) takes DRF's
@@ -154,7 +156,7 @@ class WalletEntryListView(LeanMixin, ListAPIView):
             raise WalletNotFound()
         return Response(body)
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Entry]:
         # Only for the schema (the filters' model); `list` reads by keyset.
         return Entry.objects.none()
 
@@ -194,10 +196,10 @@ class EntryListView(ListAPIView):
     filterset_class = EntryFilter
 
     @replica_reads
-    def list(self, request: Request, *args, **kwargs) -> Response:
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Entry]:
         return selectors.entry_list_for_user(user=self.request.user)
 
 
@@ -208,7 +210,7 @@ class EntryListView(ListAPIView):
 class TransactionDetailView(RetrieveAPIView):
     serializer_class = TransactionSerializer
 
-    def get_object(self):
+    def get_object(self) -> Transaction:
         return selectors.transaction_get_for_user(
             user=self.request.user, transaction_id=self.kwargs["transaction_id"]
         )

@@ -227,7 +227,9 @@ def event_record_many(events: Sequence[NewEvent], *, now: datetime) -> int:
     rows = EventRows()
     for event in events:
         rows.add(event.wallet_id, event.type, event.data)
-    (written,) = prepared_fetchone(_RECORD_SQL, {"events": rows.json(), "now": now})
+    row = prepared_fetchone(_RECORD_SQL, {"events": rows.json(), "now": now})
+    assert row is not None  # the statement ends in an aggregate: one row
+    (written,) = row
     return written
 
 

@@ -224,7 +224,7 @@ def _coalesced(item: _Operation | _Transfer) -> Any:
         return _ONE_BY_ONE
     if item.request is not None and (done := _stored(item.request)) is not None:
         return done
-    if connection.connection is not None and connection.pool is not None:
+    if connection.connection is not None and connection.pool is not None:  # type: ignore[attr-defined]  # PostgreSQL's DatabaseWrapper.pool (Django 5.1); not in django-stubs
         # Hand a pooled connection back while waiting: only the one caller that
         # leads the batch needs one.
         connection.close()
@@ -335,11 +335,11 @@ def _postings_post_once(todo: list[Pending[Any]]) -> set[Pending[Any]]:
         # Another request committed one of these keys first: send those one by
         # one (they answer with the stored response) and post the rest again.
         raise _KeysTaken(taken) from None
-    for pending, result, error in outcomes:
-        if error is None:
+    for pending, result, failure in outcomes:
+        if failure is None:
             pending.resolve(result)
         else:
-            pending.fail(error)
+            pending.fail(failure)
     _batch_count(kinds, outcomes, lock_wait)
     return one_by_one
 

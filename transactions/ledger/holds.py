@@ -48,7 +48,7 @@ from wallets.models import Wallet
 def own_savepoint() -> bool:
     """As ledger_post: no savepoint directly inside a durable block."""
     blocks = connection.atomic_blocks
-    return not (blocks and blocks[-1].durable)
+    return not (blocks and blocks[-1].durable)  # type: ignore[attr-defined]  # Atomic sets .durable; django-stubs omits it
 
 
 def ledger_hold_change(legs: Sequence[Leg], now: datetime) -> Book:

@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 
 def _db_uuid(value: UUID) -> Any:
-    return Wallet._meta.pk.get_db_prep_value(value, connection)  # type: ignore[union-attr]
+    return Wallet._meta.pk.get_db_prep_value(value, connection)
 
 
 @dataclass(frozen=True)

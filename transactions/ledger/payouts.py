@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
@@ -80,12 +81,12 @@ def payout_create(
         return payout
 
 
-def payout_is_stale(payout: Payout, now=None) -> bool:
+def payout_is_stale(payout: Payout, now: datetime | None = None) -> bool:
     """Pending at or past its expiry: it may no longer be decided."""
     return payout.expires_at <= (now or timezone.now())
 
 
-def _locked(**options) -> QuerySet[Payout]:
+def _locked(**options: Any) -> QuerySet[Payout]:
     """Payouts with their holds, both rows locked by the one query (the payout
     first is the order every path keeps: a payout's hold is only ever locked
     through its payout)."""
@@ -111,7 +112,9 @@ def _hold_of(payout: Payout) -> Hold:
     return hold
 
 
-def _finish(payout: Payout, *, status: str, now, decided_by: User | None) -> None:
+def _finish(
+    payout: Payout, *, status: str, now: datetime, decided_by: User | None
+) -> None:
     payout.status = status
     payout.decided_at = now
     payout.decided_by = decided_by
@@ -140,7 +143,7 @@ def _event(payout: Payout, now: datetime) -> None:
     )
 
 
-def _expire(payout: Payout, now) -> None:
+def _expire(payout: Payout, now: datetime) -> None:
     hold_release(_hold_of(payout), status=Hold.Status.EXPIRED, now=now)
     _finish(payout, status=Payout.Status.EXPIRED, now=now, decided_by=None)
 
@@ -214,7 +217,9 @@ def _decide(
     raise PayoutExpired()
 
 
-def _pay(payout: Payout, hold: Hold, now, decided_by: User | None) -> Transaction:
+def _pay(
+    payout: Payout, hold: Hold, now: datetime, decided_by: User | None
+) -> Transaction:
     currency = payout.wallet.currency
     amount = payout.amount.amount
     posting = hold_capture_locked(
@@ -258,7 +263,7 @@ def payout_cancel(*, payout_id: UUID | str, owner: User) -> Payout:
     )
 
 
-def payout_expire_stale(*, now=None, batch_size: int = 200) -> int:
+def payout_expire_stale(*, now: datetime | None = None, batch_size: int = 200) -> int:
     """Expire every pending payout at or past its expiry, oldest first; returns
     how many. Batches claimed with SKIP LOCKED, each in its own DB transaction:
     a payout being decided right now is left to that decision."""

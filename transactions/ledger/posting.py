@@ -8,8 +8,10 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
+from typing import Any
 from uuid import UUID
 
 from django.db import connection, transaction
@@ -80,7 +82,7 @@ def _post(
     reverses: Transaction | None,
 ) -> Posting:
     blocks = connection.atomic_blocks
-    savepoint = not (blocks and blocks[-1].durable)
+    savepoint = not (blocks and blocks[-1].durable)  # type: ignore[attr-defined]  # Atomic sets .durable; django-stubs omits it
     with transaction.atomic(savepoint=savepoint):
         user_ids = [
             leg.wallet.id for leg in legs if leg.wallet.kind == Wallet.Kind.USER
@@ -134,7 +136,11 @@ def _post(
 
 
 def _pending_claim(
-    pending: Transaction, kind: str, description: str, metadata: dict | None, now
+    pending: Transaction,
+    kind: str,
+    description: str,
+    metadata: dict[str, Any] | None,
+    now: datetime,
 ) -> Transaction:
     """Claim a PENDING transaction for posting (ledger_post's `pending=`).
 
@@ -228,7 +234,7 @@ def ledger_debit_many(
                 legs=legs,
                 balance_after=balance_after,
             )
-            results[n] = Debited(txn_id, balance_after[0])  # type: ignore[arg-type]
+            results[n] = Debited(txn_id, balance_after[0])  # type: ignore[arg-type]  # leg 0 is the user wallet's: set
         if writes.deltas:
             writes.execute()
             posted = sum(1 for result in results if result is not None)

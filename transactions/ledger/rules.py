@@ -45,7 +45,7 @@ def amount_validate(amount: Decimal, currency: str) -> Decimal:
         raise InvalidAmount(
             _("The amount must not exceed %(max)s."), max=settings.MAX_OPERATION_AMOUNT
         )
-    if amount.as_tuple().exponent < -minor_digits(currency):  # type: ignore[operator]
+    if amount.as_tuple().exponent < -minor_digits(currency):  # type: ignore[operator]  # finite (checked above): an int exponent
         raise InvalidAmount(
             _("%(currency)s amounts have at most %(digits)s decimal places."),
             currency=currency,

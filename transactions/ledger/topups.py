@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from uuid import UUID
 
@@ -72,7 +73,7 @@ def topup_commission(
         raise InvalidCommission()
     if commission < 0 or commission > amount:
         raise InvalidCommission()
-    if commission.as_tuple().exponent < -minor_digits(currency):  # type: ignore[operator]
+    if commission.as_tuple().exponent < -minor_digits(currency):  # type: ignore[operator]  # finite (checked above): an int exponent
         raise InvalidCommission(
             _("%(currency)s amounts have at most %(digits)s decimal places."),
             currency=currency,
@@ -81,7 +82,7 @@ def topup_commission(
     return commission.quantize(quantum(currency))
 
 
-def topup_is_stale(topup: TopUp, now=None) -> bool:
+def topup_is_stale(topup: TopUp, now: datetime | None = None) -> bool:
     """Pending for longer than TOPUP_TTL: it may no longer be paid."""
     return topup.created_at < (now or timezone.now()) - settings.TOPUP_TTL
 
@@ -145,7 +146,7 @@ def topup_decide(
     raise TopupExpired()
 
 
-def _events(topups: list[TopUp], now) -> None:
+def _events(topups: list[TopUp], now: datetime) -> None:
     """`topup.<its status>` for each, with the change."""
     event_record_many(
         [
@@ -202,7 +203,7 @@ def _topup_pay(
     topup.transaction = posting.transaction
 
 
-def topup_expire_stale(*, now=None, batch_size: int = 1000) -> int:
+def topup_expire_stale(*, now: datetime | None = None, batch_size: int = 1000) -> int:
     """Expire every pending top-up older than TOPUP_TTL; returns how many.
 
     Batches of rows claimed with SKIP LOCKED, each in its own transaction: a

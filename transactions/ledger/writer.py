@@ -102,6 +102,7 @@ SELECT {columns} FROM wallets_wallet
 # parameter is quoted element by element on the client (numbers are digits).
 
 _WALLET_COLUMNS = [f.column for f in Wallet._meta.concrete_fields]
+_WALLET_FIELDS = [f.attname for f in Wallet._meta.concrete_fields]
 _ID, _CURRENCY, _STATUS, _BALANCE, _HELD = (
     _WALLET_COLUMNS.index(column)
     for column in ("id", "currency", "status", "balance", "held")
@@ -150,7 +151,7 @@ class Book:
     @functools.cached_property
     def by_id(self) -> dict[UUID, Wallet]:
         return {
-            wallet_id: Wallet.from_db(connection.alias, None, row)
+            wallet_id: Wallet.from_db(connection.alias, _WALLET_FIELDS, row)
             for wallet_id, row in self.rows.items()
         }
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from transactions.webhooks.errors import UrlNotAllowed
@@ -96,7 +97,7 @@ def _is_metadata(address: IPAddress) -> bool:
     )
 
 
-def _refuse(reason) -> UrlNotAllowed:
+def _refuse(reason: str | Promise) -> UrlNotAllowed:
     return UrlNotAllowed(reason=reason)
 
 

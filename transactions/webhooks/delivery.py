@@ -26,6 +26,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from uuid import UUID
 
 import urllib3
 from django.conf import settings
@@ -188,7 +189,7 @@ def _error(exc: Exception) -> str:
     if isinstance(exc, UrlNotAllowed):
         return f"url_not_allowed: {exc.detail}"
     while isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason:
-        exc = exc.reason  # type: ignore[assignment]
+        exc = exc.reason
     # Before the timeouts: urllib3's NewConnectionError (a refused connection)
     # is a subclass of its ConnectTimeoutError.
     if isinstance(exc, (urllib3.exceptions.NewConnectionError, ConnectionError)):
@@ -273,7 +274,7 @@ def _failing_since_update(tried: list[Tried]) -> None:
     """Each endpoint's `failing_since` after these tries, in their order: a
     2xx clears it, a failure sets it unless it is set already; one UPDATE per
     endpoint (a batch is one endpoint's)."""
-    by_endpoint: dict[str, list[Tried]] = {}
+    by_endpoint: dict[UUID, list[Tried]] = {}
     for one in tried:
         by_endpoint.setdefault(one.delivery.endpoint_id, []).append(one)
     for endpoint_id, tries in by_endpoint.items():
@@ -392,10 +393,10 @@ def deliveries_send(*, delivery_ids: list[int]) -> list[str | None]:
     return [statuses.get(delivery_id) for delivery_id in delivery_ids]
 
 
-_OUTCOMES = {
-    WebhookDelivery.Status.DELIVERED: "delivered",
-    WebhookDelivery.Status.FAILED: "failed",
-    WebhookDelivery.Status.PENDING: "retrying",
+_OUTCOMES: dict[str, str] = {
+    WebhookDelivery.Status.DELIVERED.value: "delivered",
+    WebhookDelivery.Status.FAILED.value: "failed",
+    WebhookDelivery.Status.PENDING.value: "retrying",
 }
 
 

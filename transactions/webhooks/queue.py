@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from uuid import UUID
 
 from django.conf import settings
 
@@ -61,7 +62,9 @@ def deliveries_enqueue(ids: Iterable[int], *, countdown: float | None = None) ->
     return count
 
 
-def deliveries_enqueue_by_endpoint(pairs: Iterable[tuple[str, int]]) -> int:
+def deliveries_enqueue_by_endpoint(
+    pairs: Iterable[tuple[UUID | str, int]],
+) -> int:
     """`deliveries_enqueue` for (endpoint id, delivery id) pairs, each
     endpoint's deliveries in their order, in tasks of their own."""
     by_endpoint: dict[str, list[int]] = defaultdict(list)

@@ -71,12 +71,12 @@ class WalletOperationView(LeanMixin, APIView):
         return idempotent_response(result)
 
     def lean_post(
-        self, request: HttpRequest, user: User, data: Any, wallet_id: str
+        self, request: HttpRequest, user: User, data: Any, **kwargs: Any
     ) -> HttpResponse | None:
         """The common, well-formed request off DRF's pipeline (wallet_project.lean);
         anything the serializer must explain takes DRF's path."""
         try:
-            wallet_uuid = UUID(wallet_id)
+            wallet_uuid = UUID(kwargs["wallet_id"])
         except ValueError:
             return None
         parsed = _parse_well_formed(data)

@@ -1,5 +1,7 @@
 """GET /api/v1/rates/ and GET /api/v1/rates/quote/."""
 
+from typing import Any
+
 from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -39,7 +41,7 @@ class QuoteQuerySerializer(serializers.Serializer):
     # `from` is a Python keyword, so both currencies are added by name below.
     amount = AmountField()
 
-    def get_fields(self):
+    def get_fields(self) -> dict[str, Any]:
         fields = super().get_fields()
         for name in ("from", "to"):
             fields[name] = serializers.ChoiceField(choices=settings.WALLET_CURRENCIES)
@@ -66,7 +68,7 @@ class QuoteSerializer(serializers.Serializer):
     )
     as_of = serializers.DateTimeField(help_text=_("When the rate was fetched."))
 
-    def get_fields(self):
+    def get_fields(self) -> dict[str, Any]:
         return {
             "from": serializers.CharField(),
             "to": serializers.CharField(),

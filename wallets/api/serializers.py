@@ -1,4 +1,5 @@
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -102,7 +103,7 @@ class WalletCreateSerializer(serializers.Serializer):
     currency = serializers.ChoiceField(choices=[])
     name = StrictCharField(max_length=100, required=False, allow_blank=True)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["currency"].choices = settings.WALLET_CURRENCIES
 
@@ -123,7 +124,7 @@ class OperationSerializer(serializers.Serializer):
     operationType = serializers.ChoiceField(choices=OPERATION_TYPES, required=False)
     amount = AmountField()
 
-    def validate(self, attrs):
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         snake, camel = attrs.get("operation_type"), attrs.get("operationType")
         if snake and camel and snake != camel:
             raise serializers.ValidationError(

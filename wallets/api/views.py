@@ -1,5 +1,7 @@
+from typing import Any
 from uuid import UUID
 
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -20,6 +22,7 @@ from wallets.api.serializers import (
     wallet_data,
 )
 from wallets.errors import WalletNotFound
+from wallets.models import Wallet
 
 NOT_FOUND = error_response("No such wallet among yours (`wallet_not_found`).")
 
@@ -56,11 +59,11 @@ class WalletViewSet(
     serializer_class = WalletSerializer
     http_method_names = ["get", "post", "patch", "head", "options"]
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Wallet]:
         return fee_selectors.wallet_list_for_user(user=self.request.user)
 
     def lean_get(
-        self, request: HttpRequest, user_id: UUID, **kwargs
+        self, request: HttpRequest, user_id: UUID, **kwargs: Any
     ) -> HttpResponse | None:
         """GET wallets/{id}/ off DRF's envelope, by the same selector and row
         builder as `retrieve`; anything else, a 404 included, takes DRF's path
@@ -76,7 +79,7 @@ class WalletViewSet(
             raise WalletNotFound()
         return Response(data)
 
-    def get_object(self):
+    def get_object(self) -> Wallet:
         return selectors.wallet_get_for_user(
             user=self.request.user, wallet_id=self.kwargs["pk"]
         )

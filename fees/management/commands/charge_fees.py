@@ -1,7 +1,8 @@
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -28,7 +29,7 @@ class Command(BaseCommand):
         "a summary: charged, debts, blocked, skipped (no rate), totals per currency."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--as-of",
             type=_parse_as_of,
@@ -43,7 +44,15 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=settings.FEE_BATCH_SIZE)
         parser.add_argument("--quiet", action="store_true", help="No progress bar.")
 
-    def handle(self, *args, as_of, dry_run, batch_size, quiet, **options):
+    def handle(
+        self,
+        *args: Any,
+        as_of: datetime | None,
+        dry_run: bool,
+        batch_size: int,
+        quiet: bool,
+        **options: Any,
+    ) -> None:
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
         as_of = as_of or timezone.now()

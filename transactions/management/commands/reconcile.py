@@ -1,6 +1,7 @@
 import sys
+from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from transactions.selectors import ledger_reconcile
 from wallet_project.db import long_running_timeouts
@@ -14,11 +15,11 @@ class Command(BaseCommand):
         "Exit code 0 when clean, 1 otherwise."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--batch-size", type=int, default=2000)
         parser.add_argument("--quiet", action="store_true", help="No progress line.")
 
-    def handle(self, *args, batch_size: int, quiet: bool, **options):
+    def handle(self, *args: Any, batch_size: int, quiet: bool, **options: Any) -> None:
         def progress(checked: int) -> None:
             if not quiet:
                 self.stderr.write(f"\rchecked {checked} wallets", ending="")
