@@ -288,11 +288,16 @@ def _allowed_networks() -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, 
 def metrics_allowed(meta: Mapping[str, Any]) -> bool:
     """A request (its WSGI environ / request.META) may read the metrics: its
     bearer token is METRICS_TOKEN (compared in constant time), or it comes
-    from an address in METRICS_ALLOWED_IPS."""
+    straight (no X-Forwarded-For) from an address in METRICS_ALLOWED_IPS."""
     token = settings.METRICS_TOKEN
     header = meta.get("HTTP_AUTHORIZATION", "")
     if token and header.startswith("Bearer "):
         return hmac.compare_digest(header[7:].encode(), token.encode())
+    if "HTTP_X_FORWARDED_FOR" in meta:
+        # It came through a proxy (Nginx adds the header), so REMOTE_ADDR is the
+        # proxy's: only the token can say who it is. Nginx refuses /metrics
+        # anyway; this holds if a proxy in front is configured otherwise.
+        return False
     try:
         address = ipaddress.ip_address(meta.get("REMOTE_ADDR", ""))
     except ValueError:

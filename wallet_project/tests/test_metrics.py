@@ -55,6 +55,17 @@ def test_loopback_reads_the_metrics_and_others_are_refused():
 
 
 @pytest.mark.django_db
+@override_settings(METRICS_TOKEN=TOKEN)
+def test_through_a_proxy_only_the_token_reads_the_metrics():
+    """A proxied request comes from the proxy's (allowed) loopback address; the
+    X-Forwarded-For it carries says so, and then the address counts for nothing."""
+    proxied = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="198.51.100.4")
+
+    assert proxied.get("/metrics").status_code == 403
+    assert scrape(proxied, HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+
+@pytest.mark.django_db
 @override_settings(METRICS_TOKEN=TOKEN, METRICS_ALLOWED_IPS=[])
 def test_a_bearer_token_reads_from_anywhere_and_a_wrong_one_is_refused():
     metrics._allowed_networks.cache_clear()
