@@ -579,6 +579,21 @@ VERIFICATION_CODE_MAX_ATTEMPTS = env.int("VERIFICATION_CODE_MAX_ATTEMPTS", defau
 VERIFICATION_RESEND_INTERVAL = timedelta(
     seconds=env.int("VERIFICATION_RESEND_SECONDS", default=60)
 )
+# A code whose email has not gone out this long after it was issued (its broker
+# message lost with Redis, its worker killed) is sent again by the sweep, which
+# runs every VERIFICATION_EMAIL_SWEEP_SECONDS (accounts.emails).
+VERIFICATION_EMAIL_RESEND_AFTER = timedelta(
+    seconds=env.int("VERIFICATION_EMAIL_RESEND_AFTER_SECONDS", default=30)
+)
+CELERY_BEAT_SCHEDULE["accounts-verification-emails-sweep"] = {
+    "task": "accounts.tasks.verification_emails_sweep",
+    "schedule": timedelta(
+        seconds=env.int("VERIFICATION_EMAIL_SWEEP_SECONDS", default=30)
+    ),
+    # With the worker down, beat would pile up one message a run; the next run
+    # reads the whole outbox anyway.
+    "options": {"expire_seconds": 10},
+}
 # After this many failed logins for one account within LOGIN_LOCKOUT_SECONDS, the
 # account is locked (429 `account_locked`) for LOGIN_LOCKOUT_SECONDS.
 LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
