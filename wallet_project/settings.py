@@ -265,6 +265,19 @@ if REDIS_URL:
         }
     }
     CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # A message a worker took and never acknowledged (acks_late; the worker
+        # killed, its host lost) goes back to its queue after this long, and the
+        # task runs again (every task is safe to run twice). Keep it above the
+        # longest countdown (webhook retries: WEBHOOKS_RETRY_MAX_SECONDS): a
+        # message waiting longer is handed out twice.
+        "visibility_timeout": env.int(
+            "CELERY_VISIBILITY_TIMEOUT_SECONDS", default=3600
+        ),
+        # Look for such messages at every check (every 10 s) rather than every
+        # tenth: a fee run cut by a crash resumes one timeout after, not later.
+        "unacked_restore_throttle": 1,
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CELERY_BROKER_URL = "filesystem://"
