@@ -1,7 +1,14 @@
 """Verification codes, the one mechanism behind every emailed code: a 6-digit
-code from `secrets`, stored as an HMAC-SHA256 keyed with SECRET_KEY, compared in
-constant time. The sign-up and password services (accounts.services) issue and
-redeem them; the email (accounts.emails) checks a code is still good to send."""
+code derived from a random nonce (`secrets`) by an HMAC keyed with SECRET_KEY,
+stored as another HMAC-SHA256 keyed with SECRET_KEY, compared in constant time.
+The sign-up and password services (accounts.services) issue and redeem them; the
+email (accounts.emails) re-derives the code from the session's nonce and checks
+it is still good to send.
+
+Why derived: the email must survive a lost broker message (Redis killed, a
+worker gone). PostgreSQL then holds everything needed to send it again (the
+session, its nonce) without ever holding the code itself, and the Celery
+message carries no code either."""
 
 import hashlib
 import hmac
@@ -18,11 +25,21 @@ from wallet_project.errors import DomainError
 CODE_DIGITS = 6
 
 
-def code_new() -> str:
-    return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+def code_nonce_new() -> str:
+    return secrets.token_hex(16)
 
 
-def code_hash(*, session_id: uuid.UUID, code: str) -> str:
+def code_derive(*, session_id: uuid.UUID | str, nonce: str) -> str:
+    """The code of `nonce`: unpredictable without SECRET_KEY (an HMAC of a random
+    nonce), the same every time it is derived again (a resent email)."""
+    message = f"verification-code:{session_id}:{nonce}".encode()
+    digest = hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).digest()
+    # 64 bits mod 10**6: a bias below 1e-13.
+    number = int.from_bytes(digest[:8], "big") % 10**CODE_DIGITS
+    return f"{number:0{CODE_DIGITS}d}"
+
+
+def code_hash(*, session_id: uuid.UUID | str, code: str) -> str:
     message = f"{session_id}:{code}".encode()
     return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()
 

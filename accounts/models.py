@@ -118,11 +118,26 @@ class VerificationSession(models.Model):
     expires_at = models.DateTimeField(_("expires at"))
     resend_available_at = models.DateTimeField(_("resend available at"))
     used_at = models.DateTimeField(_("used at"), null=True, blank=True)
+    # The email's outbox (accounts.emails): the current code's nonce (its code is
+    # derived from it, never stored; "" = nothing to send), the language it is
+    # mailed in, when it was issued, and when its email went out (null: not yet,
+    # so the beat sweep sends it again if its broker message was lost).
+    code_nonce = models.CharField(_("code nonce"), max_length=32, blank=True)
+    code_language = models.CharField(_("code language"), max_length=16, blank=True)
+    code_issued_at = models.DateTimeField(_("code issued at"), null=True, blank=True)
+    code_emailed_at = models.DateTimeField(_("code emailed at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("verification session")
         verbose_name_plural = _("verification sessions")
-        indexes = [models.Index(fields=["email", "purpose"])]
+        indexes = [
+            models.Index(fields=["email", "purpose"]),
+            models.Index(
+                fields=["code_issued_at"],
+                name="verification_email_unsent",
+                condition=models.Q(code_emailed_at__isnull=True, code_nonce__gt=""),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_purpose_display()} {self.email}"

@@ -5,7 +5,8 @@ Every flow that needs proof of an email address uses one mechanism, the
 keyed with SECRET_KEY, compared in constant time (accounts.codes), valid
 VERIFICATION_CODE_TTL, used once, dead after VERIFICATION_CODE_MAX_ATTEMPTS wrong
 tries. The code is mailed by a Celery task scheduled on commit (accounts.tasks,
-which sends accounts.emails).
+which sends accounts.emails); the session is the email's outbox, so a lost
+broker message is sent again by the beat sweep (accounts.emails).
 """
 
 import math
@@ -34,7 +35,13 @@ from rest_framework_simplejwt.token_blacklist.models import (
 )
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from accounts.codes import code_hash, code_matches, code_new, session_usable_or_error
+from accounts.codes import (
+    code_derive,
+    code_hash,
+    code_matches,
+    code_nonce_new,
+    session_usable_or_error,
+)
 from accounts.errors import (
     AccountInactive,
     AccountLocked,
@@ -55,7 +62,7 @@ from accounts.selectors import (
     user_find_for_login,
     user_phone_number_taken,
 )
-from accounts.tasks import verification_code_send
+from accounts.tasks import verification_email_task
 
 T = TypeVar("T")
 Purpose = VerificationSession.Purpose
@@ -89,15 +96,29 @@ class SignupResult:
 # --- Verification sessions (the one mechanism) -----------------------------------------
 
 
-def _code_email_schedule(
-    *, session: VerificationSession, code: str, language: str
-) -> None:
-    args = (str(session.id), code, language)
-    # The code travels to the worker as an argument; keep it out of logs.
-    masked = repr((str(session.id), "******", language))
+def _code_issue(
+    *, session: VerificationSession, language: str, now: datetime
+) -> list[str]:
+    """A new code for `session` (the previous one stops working), its email
+    scheduled on commit; the fields to save. Only the nonce it is derived from
+    is stored, and only the session id and nonce travel to the worker."""
+    nonce = code_nonce_new()
+    code = code_derive(session_id=session.id, nonce=nonce)
+    session.code_hash = code_hash(session_id=session.id, code=code)
+    session.code_nonce = nonce
+    session.code_language = language or ""
+    session.code_issued_at = now
+    session.code_emailed_at = None
     transaction.on_commit(
-        partial(verification_code_send.apply_async, args=args, argsrepr=masked)
+        partial(verification_email_task.delay, str(session.id), nonce)
     )
+    return [
+        "code_hash",
+        "code_nonce",
+        "code_language",
+        "code_issued_at",
+        "code_emailed_at",
+    ]
 
 
 def _session_open(
@@ -124,11 +145,11 @@ def _session_open(
         expires_at=now + settings.VERIFICATION_CODE_TTL,
         resend_available_at=now + settings.VERIFICATION_RESEND_INTERVAL,
     )
-    code = code_new() if deliverable else secrets.token_hex(32)
-    session.code_hash = code_hash(session_id=session.id, code=code)
-    session.save(force_insert=True)
     if deliverable:
-        _code_email_schedule(session=session, code=code, language=language)
+        _code_issue(session=session, language=language, now=now)
+    else:
+        session.code_hash = code_hash(session_id=session.id, code=secrets.token_hex(32))
+    session.save(force_insert=True)
     return session
 
 
@@ -193,12 +214,10 @@ def verification_code_resend(
         if now < session.resend_available_at:
             wait = (session.resend_available_at - now).total_seconds()
             raise ResendTooSoon(retry_after=math.ceil(wait))
-        code = code_new()
-        session.code_hash = code_hash(session_id=session.id, code=code)
+        fields = _code_issue(session=session, language=language, now=now)
         session.expires_at = now + settings.VERIFICATION_CODE_TTL
         session.resend_available_at = now + settings.VERIFICATION_RESEND_INTERVAL
-        session.save(update_fields=["code_hash", "expires_at", "resend_available_at"])
-        _code_email_schedule(session=session, code=code, language=language)
+        session.save(update_fields=[*fields, "expires_at", "resend_available_at"])
     return session
 
 

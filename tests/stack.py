@@ -31,7 +31,9 @@ API (everything else here is an implementation detail):
   `status`, `headers`, `body`, `json()`), `log(name)` for
   `web|worker|beat|nginx|nginx-access|nginx-error` and `manage(*args)`. `stop()` stops
   everything (graceful, then SIGKILL after a grace period) and returns the exit
-  codes; `leftovers()` lists any process of the stack still alive.
+  codes; `leftovers()` lists any process of the stack still alive; `kill()`
+  sends every one of them SIGKILL at once and `start_again()` starts a new stack
+  on the same database, Redis and keys (tokens stay valid), on new ports.
 - `smtp_sink()`: an SMTP server on loopback (aiosmtpd); `.url` is an EMAIL_URL,
   `.messages` what arrived, `.wait_for(to=..., timeout=...)` waits for one.
 - `webhook_receiver()`: an HTTP server on loopback that keeps every request it
@@ -725,6 +727,38 @@ class Stack:
         if self._owns_workdir and not os.environ.get("KEEP_STACK_WORKDIR"):
             shutil.rmtree(self.workdir, ignore_errors=True)
         return codes
+
+    def kill(self) -> list[int]:
+        """`kill -9` of every process of the stack at once (Nginx, Gunicorn's
+        master and workers, the Celery worker and its pool, beat): the hosts lose
+        power, the databases do not. The pids killed."""
+        pids = self.leftovers()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for process in self._processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(timeout=10)
+        return pids
+
+    def start_again(self, **options) -> Stack:
+        """A new stack on the same database, Redis, keys and cache prefix
+        (tokens stay valid), on new ports and a new work directory: the stack
+        started again after `kill()`. Stop it on its own."""
+        local = {
+            "GUNICORN_BIND",
+            "GUNICORN_CONTROL_SOCKET",
+            "STATIC_ROOT",
+            "MEDIA_ROOT",
+        }
+        env = {k: v for k, v in self.env.items() if k not in local}
+        return Stack.start(
+            database_url=env["DATABASE_URL"],
+            redis_url=env["REDIS_URL"],
+            email_url=env["EMAIL_URL"],
+            env=env,
+            **options,
+        )
 
     def leftovers(self) -> list[int]:
         """Pids of processes still alive in the stack's process groups."""

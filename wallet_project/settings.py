@@ -267,6 +267,19 @@ if REDIS_URL:
         }
     }
     CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # A message a worker took and never acknowledged (acks_late; the worker
+        # killed, its host lost) goes back to its queue after this long, and the
+        # task runs again (every task is safe to run twice). Keep it above the
+        # longest countdown (webhook retries: WEBHOOKS_RETRY_MAX_SECONDS): a
+        # message waiting longer is handed out twice.
+        "visibility_timeout": env.int(
+            "CELERY_VISIBILITY_TIMEOUT_SECONDS", default=3600
+        ),
+        # Look for such messages at every check (every 10 s) rather than every
+        # tenth: a fee run cut by a crash resumes one timeout after, not later.
+        "unacked_restore_throttle": 1,
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CELERY_BROKER_URL = "filesystem://"
@@ -581,6 +594,21 @@ VERIFICATION_CODE_MAX_ATTEMPTS = env.int("VERIFICATION_CODE_MAX_ATTEMPTS", defau
 VERIFICATION_RESEND_INTERVAL = timedelta(
     seconds=env.int("VERIFICATION_RESEND_SECONDS", default=60)
 )
+# A code whose email has not gone out this long after it was issued (its broker
+# message lost with Redis, its worker killed) is sent again by the sweep, which
+# runs every VERIFICATION_EMAIL_SWEEP_SECONDS (accounts.emails).
+VERIFICATION_EMAIL_RESEND_AFTER = timedelta(
+    seconds=env.int("VERIFICATION_EMAIL_RESEND_AFTER_SECONDS", default=30)
+)
+CELERY_BEAT_SCHEDULE["accounts-verification-emails-sweep"] = {
+    "task": "accounts.tasks.verification_emails_sweep",
+    "schedule": timedelta(
+        seconds=env.int("VERIFICATION_EMAIL_SWEEP_SECONDS", default=30)
+    ),
+    # With the worker down, beat would pile up one message a run; the next run
+    # reads the whole outbox anyway.
+    "options": {"expire_seconds": 10},
+}
 # After this many failed logins for one account within LOGIN_LOCKOUT_SECONDS, the
 # account is locked (429 `account_locked`) for LOGIN_LOCKOUT_SECONDS.
 LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)

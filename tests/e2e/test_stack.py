@@ -119,7 +119,7 @@ def test_sign_up_deposit_transfer_through_nginx(stack, smtp):
     all line up."""
     alice = _sign_up(stack, smtp, f"alice-{uuid.uuid4().hex[:8]}@example.com")
     bob = _sign_up(stack, smtp, f"bob-{uuid.uuid4().hex[:8]}@example.com")
-    assert "verification_code_send" in stack.log("worker")
+    assert "verification_email_task" in stack.log("worker")
     assert "succeeded" in stack.log("worker")
     alice_wallet, bob_wallet = alice["wallets"][0], bob["wallets"][0]
     assert (alice_wallet["currency"], bob_wallet["currency"]) == ("KZT", "KZT")

@@ -5,7 +5,10 @@ shared services. Both are stopped, always, with bounded waits.
     with own_postgres() as pg, own_redis() as rds:
         pg.url          # postgres://postgres@127.0.0.1:<port>/postgres
         pg.restart()    # pg_ctl restart -m fast
-        rds.stop(); rds.start()
+        pg.crash()      # pg_ctl stop -m immediate: no shutdown checkpoint
+        pg.kill_postmaster()   # kill -9 of the postmaster; its backends die
+        pg.start()      # after a crash: crash recovery (WAL replay)
+        rds.stop(); rds.kill(); rds.start()
 """
 
 from __future__ import annotations
@@ -89,6 +92,29 @@ class PostgresCluster:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             self._ctl("stop", "-m", "immediate", timeout=30)
 
+    def crash(self) -> None:
+        """`pg_ctl stop -m immediate`: every server process quits at once, without
+        a shutdown checkpoint; the next start runs crash recovery."""
+        self._ctl("stop", "-m", "immediate", timeout=30)
+
+    def postmaster_pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def kill_postmaster(self) -> int:
+        """`kill -9` of the postmaster (as an OOM killer would). Its backends
+        notice and exit on their own; this waits until they have (a new
+        postmaster refuses to start while one still holds the shared memory).
+        The pid killed."""
+        pid = self.postmaster_pid()
+        backends = _children_of(pid)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _alive(pid) or any(_alive(child) for child in backends):
+            if time.monotonic() > deadline:
+                raise TimeoutError("PostgreSQL's backends outlived their postmaster")
+            time.sleep(0.05)
+        return pid
+
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
 
@@ -104,6 +130,26 @@ def own_postgres(**options) -> Iterator[PostgresCluster]:
         if cluster.running():
             cluster.stop_immediately()
         shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped, is not)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] not in ("Z", "X")
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry.name))
+    return found
 
 
 class RedisServer:
@@ -141,6 +187,16 @@ class RedisServer:
                     raise RuntimeError(self.log.read_text()) from None
                 time.sleep(0.05)
 
+    def kill(self) -> None:
+        """`kill -9`: no shutdown, nothing saved (the suite's Redis keeps nothing
+        on disk), every queued and unacknowledged message gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -164,10 +220,11 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 @contextlib.contextmanager
-def faulty_stack(*, prefix: str, env: dict[str, str]) -> Iterator[tuple]:
+def faulty_stack(*, prefix: str, env: dict[str, str], **options) -> Iterator[tuple]:
     """A stack of its own for a fault test: its own PostgreSQL cluster and Redis
     (which the test may stop and restart), a fresh database, two web workers
-    with a small pool. Yields (pg, redis, stack, database url)."""
+    with a small pool; `options` go to running_stack (e.g. email_url). Yields
+    (pg, redis, stack, database url)."""
     from tests.stack import fresh_database, running_stack
 
     with own_postgres() as pg, own_redis() as rds:
@@ -177,5 +234,6 @@ def faulty_stack(*, prefix: str, env: dict[str, str]) -> Iterator[tuple]:
                 redis_url=rds.url,
                 web_workers=2,
                 env={"DATABASE_POOL_MAX": "8", "DATABASE_POOL_TIMEOUT": "3", **env},
+                **options,
             ) as stack:
                 yield pg, rds, stack, db_url

@@ -82,6 +82,7 @@ class Attempt:
     content_type: str = ""
     body: bytes = b""
     retry_after: str = ""  # 1: Django's 503; 5: Nginx's (no answer from Gunicorn)
+    replayed: bool = False  # answered from the stored response (Idempotency-Replayed)
 
     @classmethod
     def answered(cls, phase: str, response) -> Attempt:
@@ -92,6 +93,7 @@ class Attempt:
             response.headers.get("content-type", ""),
             response.body[:300],
             response.headers.get("retry-after", ""),
+            response.headers.get("idempotency-replayed") == "true",
         )
 
     @classmethod
@@ -230,74 +232,64 @@ def _query(db_url: str, sql: str, params=()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
-def test_nothing_lost_nothing_doubled_under_faults(fault_env):
-    pg, rds, stack, db_url = fault_env
-    people = seed_users(
-        stack,
-        [
-            {"email": f"load{i}@example.com", "balances": {"KZT": str(START_BALANCE)}}
-            for i in range(CLIENTS + 1)
-        ],
-    )
-    clients, prober = people[:CLIENTS], people[CLIENTS]
+def start_load(stack: Stack, clients: list[dict]) -> tuple[Load, list]:
+    """The 10 clients' threads, running until `finish_load`."""
     tokens = [login(stack, c["email"])["access"] for c in clients]
-    probe_token = login(stack, prober["email"])["access"]
-    probe_wallet = prober["wallets"]["KZT"]["id"]
     load = Load(stack, clients, tokens)
     threads = [
         threading.Thread(target=load.run_client, args=(i,), daemon=True)
-        for i in range(CLIENTS)
+        for i in range(len(clients))
     ]
-    probes: dict[str, list[Attempt]] = {}
-    killed_worker = None
-    started = time.monotonic()
     for thread in threads:
         thread.start()
-    try:
-        _settle(load, "baseline", 3)
+    return load, threads
 
-        load.phase = "gunicorn-worker-killed"
-        killed_worker = _kill_a_web_worker(stack)
-        _settle(load, "gunicorn-worker-killed", 4)
 
-        for name, down, up in (
-            ("postgres-down", pg.stop, pg.start),
-            ("redis-down", rds.stop, rds.start),
-        ):
-            load.phase = name
-            until = threading.Event()
-            holder: list = []
-            prober_thread = threading.Thread(
-                target=lambda u=until, h=holder: h.append(
-                    _probe_while(stack, probe_token, probe_wallet, u)
-                ),
-                daemon=True,
-            )
-            down()
-            prober_thread.start()
-            time.sleep(DOWN_FOR)
-            until.set()
-            prober_thread.join(timeout=30)
-            probes[name] = holder[0] if holder else []
-            up()
-            _settle(load, name.replace("-down", "-back"), 4)
+def finish_load(load: Load, threads: list[threading.Thread]) -> None:
+    """Stop the clients; each finishes (or gives up on) the operation at hand."""
+    load.stop.set()
+    for thread in threads:
+        thread.join(timeout=RETRY_FOR + 15)
 
-        _settle(load, "after", 3)
-    finally:
-        load.stop.set()
-        for thread in threads:
-            thread.join(timeout=RETRY_FOR + 15)
-        if not pg.running():
-            pg.start()
-        if rds.process is None or rds.process.poll() is not None:
-            rds.start()
-    elapsed = time.monotonic() - started
-    assert not any(t.is_alive() for t in threads)
 
-    ops = load.operations
+def by_phase(items: list[Attempt]) -> dict:
+    out: dict[str, Counter] = {}
+    for a in items:
+        out.setdefault(a.phase, Counter())[str(a.status or a.error)] += 1
+    return {k: dict(v) for k, v in out.items()}
+
+
+def server_errors_by_source(attempts: list[Attempt]) -> dict:
+    """5xx per phase and who answered it: Django's 503 says Retry-After: 1,
+    Nginx's (no answer from Gunicorn) 5."""
+    return dict(
+        Counter(
+            f"{a.phase}: {'django' if a.retry_after == '1' else 'nginx'}"
+            for a in attempts
+            if a.status and a.status >= 500
+        )
+    )
+
+
+def assert_only_json_503(seen: list[Attempt]) -> None:
+    """No 500; every 5xx the documented JSON 503 `service_unavailable`."""
+    assert not [a for a in seen if a.status == 500], "a 500 was answered"
+    for a in seen:
+        if a.status is not None and a.status >= 500:
+            assert a.status == 503, a
+            assert a.content_type.startswith("application/json"), a
+            assert json.loads(a.body)["code"] == "service_unavailable"
+
+
+def assert_exactly_once(stack: Stack, db_url: str, load: Load) -> dict:
+    """After the load: every operation a client saw succeed is in the ledger
+    exactly once and nothing else is, its key stored with the answer the client
+    got, failed ones left no trace, replays return the first answer and move
+    nothing, balances are what the clients were told, `reconcile` is clean.
+    Figures of the load."""
+    clients, tokens, ops = load.clients, load.tokens, load.operations
     succeeded = [op for op in ops if op.result is not None]
     failed = [op for op in ops if op.result is None]
-    retried = [op for op in succeeded if len(op.attempts) > 1]
 
     # -- Replays after the fact: the stored first answer, nothing moves. ---------------
     replayed = random.Random(0).sample(succeeded, min(20, len(succeeded)))
@@ -331,13 +323,17 @@ def test_nothing_lost_nothing_doubled_under_faults(fault_env):
     assert Counter(seen_ids) == in_ledger  # exactly the ones clients saw, once each
     keys = _query(
         db_url,
-        "SELECT key, response_status FROM transactions_idempotencykey "
+        "SELECT key, response_status, response_body FROM transactions_idempotencykey "
         "WHERE user_id = ANY(%s::uuid[])",
         (user_ids,),
     )
-    stored = {key for key, _status in keys}
-    assert {op.key for op in succeeded} <= stored
-    assert not ({op.key for op in failed} & stored), "a failed operation left a trace"
+    stored = {key: (status, json.loads(body)) for key, status, body in keys}
+    assert {op.key for op in succeeded} <= set(stored)
+    assert not ({op.key for op in failed} & set(stored)), (
+        "a failed operation left a trace"
+    )
+    for op in succeeded:  # the key holds the very answer the client got
+        assert stored[op.key] == (201, op.result), op.key
 
     expected = {c["wallets"]["KZT"]["id"]: START_BALANCE for c in clients}
     number_to_id = {
@@ -360,59 +356,107 @@ def test_nothing_lost_nothing_doubled_under_faults(fault_env):
         )
     )
     assert balances == expected
+    # Every operation got a definitive answer (nothing hangs in limbo).
+    assert not [op for op in failed if op.final_status is None]
 
-    # -- What clients saw ----------------------------------------------------------------
     attempts = [a for op in ops for a in op.attempts]
-    all_seen = attempts + [a for seen in probes.values() for a in seen]
-    assert not [a for a in all_seen if a.status == 500], "a 500 was answered"
-    for a in all_seen:
-        if a.status is not None and a.status >= 500:
-            assert a.status == 503, a
-            assert a.content_type.startswith("application/json"), a
-            assert json.loads(a.body)["code"] == "service_unavailable"
-    db_down = [a for a in probes["postgres-down"] if a.status is not None]
-    assert db_down and all(a.status == 503 for a in db_down), db_down[:5]
-
-    def by_phase(items: list[Attempt]) -> dict:
-        out: dict[str, Counter] = {}
-        for a in items:
-            out.setdefault(a.phase, Counter())[str(a.status or a.error)] += 1
-        return {k: dict(v) for k, v in out.items()}
-
-    figures = {
-        "clients": CLIENTS,
-        "seconds": round(elapsed, 1),
+    return {
+        "clients": len(clients),
         "operations": len(ops),
         "succeeded": len(succeeded),
         "finally_failed": len(failed),
         "failed_statuses": dict(Counter(str(op.final_status) for op in failed)),
-        "succeeded_after_retries": len(retried),
+        "succeeded_after_retries": len(
+            [op for op in succeeded if len(op.attempts) > 1]
+        ),
         "requests": len(attempts),
         "requests_by_phase_and_outcome": by_phase(attempts),
-        "probes_while_down": by_phase(
-            [
-                Attempt(name, a.status, a.error)
-                for name, seen in probes.items()
-                for a in seen
-            ]
-        ),
-        "killed_gunicorn_worker_pid": killed_worker,
+        "5xx_by_phase_and_source": server_errors_by_source(attempts),
         "replayed_after_faults": len(replayed),
         "server_errors_500": 0,
         "operations_lost": 0,
         "operations_doubled": 0,
     }
-    figures["5xx_by_phase_and_source"] = dict(
-        Counter(
-            f"{a.phase}: {'django' if a.retry_after == '1' else 'nginx'}"
-            for a in attempts
-            if a.status and a.status >= 500
-        )
+
+
+def test_nothing_lost_nothing_doubled_under_faults(fault_env):
+    pg, rds, stack, db_url = fault_env
+    people = seed_users(
+        stack,
+        [
+            {"email": f"load{i}@example.com", "balances": {"KZT": str(START_BALANCE)}}
+            for i in range(CLIENTS + 1)
+        ],
+    )
+    clients, prober = people[:CLIENTS], people[CLIENTS]
+    probe_token = login(stack, prober["email"])["access"]
+    probe_wallet = prober["wallets"]["KZT"]["id"]
+    probes: dict[str, list[Attempt]] = {}
+    killed_worker = None
+    started = time.monotonic()
+    load, threads = start_load(stack, clients)
+    try:
+        _settle(load, "baseline", 3)
+
+        load.phase = "gunicorn-worker-killed"
+        killed_worker = _kill_a_web_worker(stack)
+        _settle(load, "gunicorn-worker-killed", 4)
+
+        for name, down, up in (
+            ("postgres-down", pg.stop, pg.start),
+            ("redis-down", rds.stop, rds.start),
+        ):
+            load.phase = name
+            until = threading.Event()
+            holder: list = []
+            prober_thread = threading.Thread(
+                target=lambda u=until, h=holder: h.append(
+                    _probe_while(stack, probe_token, probe_wallet, u)
+                ),
+                daemon=True,
+            )
+            down()
+            prober_thread.start()
+            time.sleep(DOWN_FOR)
+            until.set()
+            prober_thread.join(timeout=30)
+            probes[name] = holder[0] if holder else []
+            up()
+            _settle(load, name.replace("-down", "-back"), 4)
+
+        _settle(load, "after", 3)
+    finally:
+        finish_load(load, threads)
+        if not pg.running():
+            pg.start()
+        if rds.process is None or rds.process.poll() is not None:
+            rds.start()
+    elapsed = time.monotonic() - started
+    assert not any(t.is_alive() for t in threads)
+
+    figures = assert_exactly_once(stack, db_url, load)
+
+    # -- What clients saw ----------------------------------------------------------------
+    attempts = [a for op in load.operations for a in op.attempts]
+    assert_only_json_503(attempts + [a for seen in probes.values() for a in seen])
+    db_down = [a for a in probes["postgres-down"] if a.status is not None]
+    assert db_down and all(a.status == 503 for a in db_down), db_down[:5]
+
+    figures.update(
+        {
+            "seconds": round(elapsed, 1),
+            "probes_while_down": by_phase(
+                [
+                    Attempt(name, a.status, a.error)
+                    for name, seen in probes.items()
+                    for a in seen
+                ]
+            ),
+            "killed_gunicorn_worker_pid": killed_worker,
+        }
     )
     figures_path("faults.json").write_text(json.dumps(figures, indent=2))
     print(json.dumps(figures, indent=2))
-    # Every operation got a definitive answer (nothing hangs in limbo).
-    assert not [op for op in failed if op.final_status is None]
 
 
 # --- (d) The fee run and a killed Celery worker ----------------------------------------

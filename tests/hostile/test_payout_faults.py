@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -202,7 +203,9 @@ class Load:
                 if listing.status != 200:
                     break
                 rows += listing.answer["results"]
-                path = (listing.answer.get("next") or "").removeprefix(self.stack.url)
+                # Its path only: the stack may have been started again, elsewhere.
+                following = urlsplit(listing.answer.get("next") or "")
+                path = following.path and f"{following.path}?{following.query}"
             rng.shuffle(rows)
             for row in rows[:25]:
                 plan = plan_of(row["id"])
