@@ -268,13 +268,13 @@ def test_metrics_count_what_the_clients_did(stack, smtp):
     assert b"wallet_" not in refused.body
 
     worker = _scrape(stack.worker_metrics_url)
-    sent = {"task": "accounts.tasks.verification_code_send", "state": "succeeded"}
+    sent = {"task": "accounts.tasks.verification_email_task", "state": "succeeded"}
     assert _sample(worker, "wallet_celery_tasks_total", **sent) >= 1
     assert (
         _sample(
             worker,
             "wallet_celery_task_duration_seconds_count",
-            task="accounts.tasks.verification_code_send",
+            task="accounts.tasks.verification_email_task",
         )
         >= 1
     )
