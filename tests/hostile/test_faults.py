@@ -18,6 +18,7 @@ var/hostile/faults.json and var/hostile/fee_run.json.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import random
@@ -97,7 +98,7 @@ class Attempt:
         )
 
     @classmethod
-    def failed(cls, phase: str, exc: OSError) -> Attempt:
+    def failed(cls, phase: str, exc: Exception) -> Attempt:
         return cls(phase, None, type(exc).__name__)
 
 
@@ -166,7 +167,9 @@ class Load:
                     headers={"Idempotency-Key": op.key},
                     timeout=10,
                 )
-            except OSError as exc:  # refused, reset, timed out
+            # Refused, reset, timed out; or cut mid-answer (IncompleteRead, a
+            # worker killed between the headers and the body): retry, same key.
+            except (OSError, http.client.HTTPException) as exc:
                 op.attempts.append(Attempt.failed(phase, exc))
             else:
                 op.attempts.append(Attempt.answered(phase, response))
@@ -221,7 +224,7 @@ def _probe_while(stack: Stack, token: str, wallet_id: str, until: threading.Even
                     method, stack.url + path, json_body=body, token=token, timeout=10
                 )
                 seen.append(Attempt.answered("probe", r))
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 seen.append(Attempt.failed("probe", exc))
         time.sleep(0.1)
     return seen

@@ -21,6 +21,7 @@ Figures go to var/hostile/payout_faults.json.
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import threading
@@ -121,7 +122,9 @@ class Load:
                 )
             # Each attempt is labelled with the phase it ended in: one sent just
             # before a fault and cut by it belongs to that fault, not the baseline.
-            except OSError as exc:  # refused, reset, timed out
+            # Refused, reset, timed out; or cut mid-answer (IncompleteRead, a
+            # worker killed between the headers and the body): retry, same key.
+            except (OSError, http.client.HTTPException) as exc:
                 call.attempts.append(Attempt.failed(self.phase, exc))
             else:
                 call.attempts.append(Attempt.answered(self.phase, response))
@@ -250,7 +253,7 @@ def _probe_while(stack: Stack, token: str, wallet_id: str, provider: str, until)
                     method, stack.url + path, json_body=body, token=who, timeout=10
                 )
                 seen.append(Attempt.answered("probe", r))
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 seen.append(Attempt.failed("probe", exc))
         time.sleep(0.1)
     return seen
